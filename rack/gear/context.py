@@ -1,0 +1,87 @@
+"""What a gear gets from its rack: name, config, logger, ID generator, task scope, telemetry hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any, Generic
+
+from rack.gear.base import ConfigT
+from rack.model.fluxmsg import FluxMsg
+from rack.model.ids import FluxIdGenerator
+
+
+class GearStats:
+    """Counters of one gear (messages in/out, errors, drops, bytes, connections, …).
+
+    The runtime counts messages in, out, errors and drops; gears add their own (`bytes_in`,
+    `connections`). The telemetry layer reads these; `snapshot()` gives a plain dict.
+    """
+
+    __slots__ = ("_counters", "gauges")
+
+    def __init__(self) -> None:
+        self._counters: Counter[str] = Counter()
+        self.gauges: dict[str, float] = {}
+
+    def add(self, name: str, value: int = 1) -> None:
+        self._counters[name] += value
+
+    def get(self, name: str) -> int:
+        return self._counters[name]
+
+    def set_gauge(self, name: str, value: float) -> None:
+        self.gauges[name] = value
+
+    def snapshot(self) -> dict[str, float]:
+        return {**self._counters, **self.gauges}
+
+
+class GearContext(Generic[ConfigT]):
+    """Services of the hosting rack, handed to `Gear.init`.
+
+    `spawn` runs a background coroutine inside the gear's own task scope: if it raises, the gear
+    is stopped and restarted with back-off like any other gear failure; on stop it is cancelled.
+    """
+
+    __slots__ = ("_task_group", "_tasks", "config", "ids", "log", "name", "rack", "stats")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: ConfigT,
+        ids: FluxIdGenerator,
+        task_group: asyncio.TaskGroup,
+        rack: str = "standalone",
+        log: logging.Logger | None = None,
+        stats: GearStats | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.ids = ids
+        self.rack = rack
+        self.log = log or logging.getLogger(f"fluxrig.gear.{name}")
+        self.stats = stats or GearStats()
+        self._task_group = task_group
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str = "") -> asyncio.Task[Any]:
+        """Run `coro` in this gear's task scope (cancelled when the gear stops)."""
+        task = self._task_group.create_task(coro, name=f"{self.name}:{name or 'task'}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def cancel_spawned(self) -> None:
+        """Cancel every task started with `spawn` that is still running (used at stop)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def new_msg(
+        self, raw: bytes = b"", *, data: Any = None, meta: dict[str, str] | None = None
+    ) -> FluxMsg:
+        """A fresh message with a new fluxID, stamped with this gear as its source."""
+        return FluxMsg(self.ids.next_id(), raw=raw, data=data, meta=meta, src_id=self.name)

@@ -1,0 +1,154 @@
+"""Scenario documents (pydantic, unknown keys rejected) and the validated `Blueprint` a rack runs.
+
+Two accepted shapes, one model:
+
+* the seed's:   `name`, `spec`, `wires: [{from, to, transport}]` (+ `gears`)
+* the fuller:   `meta: {name, version}`, `racks`, `gears: [{name, type, deploy, config, ports}]`,
+                `wires: [{from, to, transport}]`
+
+A wire end is `gear.port`, or just `gear` for its default port (`out` as a source, `in` as a
+target). `transport` is `standard` (NATS JetStream, the default) or `memory`.
+
+`rack.preflight.preflight()` turns a document into a `Blueprint`: every gear's config parsed by
+its own model, every wire resolved, every problem reported at once with its YAML path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from rack.gear.base import Gear, GearConfig, Ports
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+Transport = Literal["memory", "standard"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ScenarioMeta(_Strict):
+    name: str = Field(min_length=1, max_length=200, description="Human-readable scenario name.")
+    version: str | None = Field(default=None, description="Free-form version, e.g. SemVer.")
+
+
+class RackRef(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Rack name as enrolled in the registry.")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class GearSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique gear name within the scenario.")
+    type: str = Field(min_length=1, description="Registered gear type, e.g. io_tcp.")
+    deploy: str | None = Field(
+        default=None, description="Rack that runs this gear; unset = every rack."
+    )
+    config: dict[str, Any] = Field(default_factory=dict, description="Validated by the gear.")
+    ports: list[str] | None = Field(
+        default=None,
+        description="Optional: the port names this gear instance is expected to have; each must "
+        "exist on the gear (documents intent and is checked at pre-flight).",
+    )
+
+
+class WireSpec(_Strict):
+    source: str = Field(alias="from", min_length=1, description="`gear.port` or `gear` (port out)")
+    target: str = Field(alias="to", min_length=1, description="`gear.port` or `gear` (port in)")
+    transport: Transport = "standard"
+
+
+class Scenario(_Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    meta: ScenarioMeta | None = None
+    spec: str | None = Field(default=None, description="Default spec reference (name:tag).")
+    racks: list[RackRef] = Field(default_factory=list)
+    gears: list[GearSpec] = Field(default_factory=list)
+    wires: list[WireSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _named(self) -> Scenario:
+        if self.name is None and self.meta is None:
+            raise ValueError("a scenario needs `name` (or `meta.name`)")
+        if self.name and self.meta and self.name != self.meta.name:
+            raise ValueError(f"`name` ({self.name!r}) and `meta.name` ({self.meta.name!r}) differ")
+        return self
+
+    @property
+    def title(self) -> str:
+        return self.name or (self.meta.name if self.meta else "")
+
+    @property
+    def version(self) -> str | None:
+        return self.meta.version if self.meta else None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    gear: str
+    port: str
+
+    @classmethod
+    def parse(cls, text: str, default_port: str) -> Endpoint:
+        gear, dot, port = text.strip().partition(".")
+        return cls(gear, port if dot else default_port)
+
+    def __str__(self) -> str:
+        return f"{self.gear}.{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class GearPlan:
+    """One validated gear: its class, parsed config, ports, and a fingerprint of its definition."""
+
+    name: str
+    type_name: str
+    gear_cls: type[Gear[Any]]
+    config: GearConfig
+    ports: Ports
+    deploy: str | None
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class WirePlan:
+    source: Endpoint
+    target: Endpoint
+    transport: Transport
+
+
+@dataclass(frozen=True, slots=True)
+class Blueprint:
+    """A scenario that passed pre-flight: what a rack can run as is."""
+
+    scenario: Scenario
+    gears: dict[str, GearPlan]
+    wires: tuple[WirePlan, ...]
+    digest: str = field(default="")
+
+    @property
+    def name(self) -> str:
+        return self.scenario.title
+
+    def for_rack(self, rack: str) -> Blueprint:
+        """The part of the scenario that runs on `rack`: its gears and the wires between them.
+
+        Gears without `deploy` run on every rack. Wires that cross to another rack are left out
+        here (they travel as standard wires over the Snake).
+        """
+        gears = {n: g for n, g in self.gears.items() if g.deploy in (None, rack)}
+        wires = tuple(w for w in self.wires if w.source.gear in gears and w.target.gear in gears)
+        return Blueprint(self.scenario, gears, wires, self.digest)
+
+
+def fingerprint(type_name: str, config: GearConfig) -> str:
+    """Stable hash of a gear definition: same type and config ⇒ same fingerprint."""
+    canonical = json.dumps(
+        {"type": type_name, "config": config.model_dump(mode="json")}, sort_keys=True
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,57 @@
+"""The `Emitter` the runtime gives each gear: routes a port's messages to that port's wires.
+
+Fan-out: a port wired to several inputs sends each one its own copy. An output port with no wire
+drops the message and counts it (`dropped`), which is how a gear's unused outputs behave.
+The routing table can be swapped while the gear runs (`rewire`), so a wiring change during a
+reload does not restart the gear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rack.gear.base import DEFAULT_OUT
+from rack.gear.context import GearStats
+from rack.model.fluxmsg import FluxMsg
+from rack.wires.base import Outlet
+
+Routes = Mapping[str, tuple[Outlet, ...]]
+
+
+class Router:
+    __slots__ = ("_routes", "gear", "stats")
+
+    def __init__(self, gear: str, routes: Routes, stats: GearStats) -> None:
+        self.gear = gear
+        self._routes: dict[str, tuple[Outlet, ...]] = dict(routes)
+        self.stats = stats
+
+    def rewire(self, routes: Routes) -> None:
+        self._routes = dict(routes)
+
+    def is_wired(self, port: str) -> bool:
+        return bool(self._routes.get(port))
+
+    def __call__(self, msg: FluxMsg, port: str = DEFAULT_OUT) -> bool:
+        outlets = self._routes.get(port)
+        msg.add_hop(self.gear, port)
+        if not outlets:
+            self.stats.add("dropped")
+            return True
+        self.stats.add("out")
+        if len(outlets) == 1:
+            return outlets[0].put(msg)
+        room = True
+        for i, outlet in enumerate(outlets):
+            room = outlet.put(msg if i == 0 else msg.copy()) and room
+        return room
+
+    async def send(self, msg: FluxMsg, port: str = DEFAULT_OUT) -> None:
+        for outlet in self._routes.get(port, ()):
+            await outlet.wait_room()
+        self(msg, port)
+
+    async def ready(self) -> None:
+        for outlets in list(self._routes.values()):
+            for outlet in outlets:
+                await outlet.wait_room()
