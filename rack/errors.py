@@ -1,15 +1,15 @@
 """The rack's exception tree. Every error the rack raises on purpose derives from `FluxError`.
 
-    FluxError
-    ├── MessageError            a fluxMsg is malformed or breaks a hard limit
-    │   ├── MessageDecodeError  bytes are not a valid CBOR fluxMsg
-    │   └── MessageLimitError   too many hops or too many bytes
-    ├── ScenarioError           a scenario cannot be loaded or fails pre-flight validation
-    ├── GearError               a gear failed (config, start, or processing one message)
-    │   ├── GearConfigError     config rejected by the gear's config model
-    │   └── UnknownGearError    no gear registered under that type name
-    ├── SettingsError           rack settings are invalid
-    └── RackError               the runtime itself cannot go on (e.g. nothing to run)
+FluxError
+├── MessageError            a fluxMsg is malformed or breaks a hard limit
+│   ├── MessageDecodeError  bytes are not a valid CBOR fluxMsg
+│   └── MessageLimitError   too many hops or too many bytes
+├── ScenarioError           a scenario cannot be loaded or fails pre-flight validation
+├── GearError               a gear failed (config, start, or processing one message)
+│   ├── GearConfigError     config rejected by the gear's config model
+│   └── UnknownGearError    no gear registered under that type name
+├── SettingsError           rack settings are invalid
+└── RackError               the runtime itself cannot go on (e.g. nothing to run)
 """
 
 from __future__ import annotations

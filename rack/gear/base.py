@@ -1,4 +1,4 @@
-"""The gear contract: five phases (init, start, process, drain, stop), declared ports, a config model.
+"""The gear contract: five phases (init, start, process, drain, stop), ports, a config model.
 
 A gear subclasses `Gear[MyConfig]`, sets `type_name`, `summary`, `config_model` and its ports, and
 overrides the phases it needs::

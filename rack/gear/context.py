@@ -1,4 +1,4 @@
-"""What a gear gets from its rack: name, config, logger, ID generator, task scope, telemetry hooks."""
+"""What a gear gets from its rack: name, config, logger, IDs, task scope, telemetry hooks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Coroutine
-from typing import Any, Generic
+from typing import Any, ClassVar, Generic
 
 from rack.gear.base import ConfigT
 from rack.model.fluxmsg import FluxMsg
@@ -16,27 +16,45 @@ from rack.model.ids import FluxIdGenerator
 class GearStats:
     """Counters of one gear (messages in/out, errors, drops, bytes, connections, …).
 
-    The runtime counts messages in, out, errors and drops; gears add their own (`bytes_in`,
-    `connections`). The telemetry layer reads these; `snapshot()` gives a plain dict.
+    The runtime counts messages `in`, `out`, `errors` and `dropped` (plain attributes: they are
+    on the per-message path); gears add their own (`bytes_in`, `connections`) with `add`. The
+    telemetry layer reads these; `snapshot()` gives a plain dict.
     """
 
-    __slots__ = ("_counters", "gauges")
+    __slots__ = ("_counters", "dropped", "errors", "gauges", "msgs_in", "msgs_out")
+
+    _FIELDS: ClassVar[dict[str, str]] = {
+        "in": "msgs_in",
+        "out": "msgs_out",
+        "errors": "errors",
+        "dropped": "dropped",
+    }
 
     def __init__(self) -> None:
         self._counters: Counter[str] = Counter()
         self.gauges: dict[str, float] = {}
+        self.msgs_in = 0
+        self.msgs_out = 0
+        self.errors = 0
+        self.dropped = 0
 
     def add(self, name: str, value: int = 1) -> None:
-        self._counters[name] += value
+        field = self._FIELDS.get(name)
+        if field is None:
+            self._counters[name] += value
+        else:
+            setattr(self, field, getattr(self, field) + value)
 
     def get(self, name: str) -> int:
-        return self._counters[name]
+        field = self._FIELDS.get(name)
+        return self._counters[name] if field is None else int(getattr(self, field))
 
     def set_gauge(self, name: str, value: float) -> None:
         self.gauges[name] = value
 
     def snapshot(self) -> dict[str, float]:
-        return {**self._counters, **self.gauges}
+        hot = {name: getattr(self, field) for name, field in self._FIELDS.items()}
+        return {**hot, **self._counters, **self.gauges}
 
 
 class GearContext(Generic[ConfigT]):

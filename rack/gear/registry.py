@@ -1,4 +1,4 @@
-"""Which gear types exist: the built-ins plus third-party gears from the `fluxrig.gears` entry points.
+"""Which gear types exist: built-ins plus third-party gears from `fluxrig.gears` entry points.
 
 A third-party package registers its gear in its own pyproject.toml::
 

@@ -23,7 +23,7 @@ from rack.model.ids import FluxIdGenerator
 
 
 class CollectingEmitter:
-    """An `Emitter` that records every emitted message per port; `capacity` simulates back-pressure."""
+    """An `Emitter` recording every emitted message per port; `capacity` simulates back-pressure."""
 
     def __init__(self, gear: str = "test", capacity: int | None = None) -> None:
         self.gear = gear
@@ -60,7 +60,7 @@ class CollectingEmitter:
         return msgs
 
     async def wait_for(self, port: str, count: int, timeout: float = 5.0) -> list[FluxMsg]:
-        """Wait until at least `count` messages were emitted on `port`; returns them (not removed)."""
+        """Wait until `count` messages were emitted on `port`; returns them (not removed)."""
         async with asyncio.timeout(timeout):
             while len(self.by_port[port]) < count:
                 self._changed.clear()
@@ -133,7 +133,9 @@ class GearHarness:
     def ctx(self) -> GearContext[Any]:
         return self.gear.ctx
 
-    def msg(self, raw: bytes = b"", *, data: Any = None, meta: dict[str, str] | None = None) -> FluxMsg:
+    def msg(
+        self, raw: bytes = b"", *, data: Any = None, meta: dict[str, str] | None = None
+    ) -> FluxMsg:
         return FluxMsg(self.ids.next_id(), raw=raw, data=data, meta=meta)
 
     async def process(self, msg: FluxMsg, port: str = DEFAULT_IN) -> list[tuple[str, FluxMsg]]:

@@ -36,9 +36,9 @@ class Router:
         outlets = self._routes.get(port)
         msg.add_hop(self.gear, port)
         if not outlets:
-            self.stats.add("dropped")
+            self.stats.dropped += 1
             return True
-        self.stats.add("out")
+        self.stats.msgs_out += 1
         if len(outlets) == 1:
             return outlets[0].put(msg)
         room = True

@@ -1,0 +1,157 @@
+"""`fluxrig run`: a standalone rack serving one scenario file until it is told to stop.
+
+SIGTERM/SIGINT → drain (stop accepting, finish in-flight, bounded by the grace period) → stop.
+SIGHUP, or a change of the scenario file, → re-read, pre-flight, partial reload. An invalid new
+scenario is rejected with every problem logged, and the running one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from rack.errors import FluxError, ScenarioError
+from rack.gear.registry import GearRegistry
+from rack.model.scenario import Blueprint
+from rack.preflight import preflight_file
+from rack.runtime.rack import Rack
+from rack.settings import RackSettings
+
+log = logging.getLogger("fluxrig.rack")
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+class ScenarioSource:
+    """The scenario file a rack serves: loads it, and notices when it changes."""
+
+    def __init__(self, path: Path, registry: GearRegistry, rack: str | None) -> None:
+        self.path = path
+        self.registry = registry
+        self.rack = rack
+        self._seen = _file_state(path)
+
+    def load(self) -> Blueprint:
+        self._seen = _file_state(self.path)
+        blueprint = preflight_file(self.path, self.registry)
+        return blueprint.for_rack(self.rack) if self.rack else blueprint
+
+    def changed(self) -> bool:
+        return _file_state(self.path) != self._seen
+
+    async def watch(self, interval: float, requests: Requests) -> None:
+        """Poll the file's mtime/size (portable, no extra dependency) and flag changes."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.changed():
+                self._seen = _file_state(self.path)
+                requests.request_reload()
+
+
+class Requests:
+    """What the signal handlers and the file watcher ask of the serve loop."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+        self.wake = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self.stop = True
+        self.wake.set()
+
+    def request_reload(self) -> None:
+        self.reload = True
+        self.wake.set()
+
+
+async def serve(
+    scenario: Path,
+    settings: RackSettings,
+    *,
+    rack_name: str | None = None,
+    registry: GearRegistry | None = None,
+) -> int:
+    """Run the rack until SIGTERM/SIGINT; returns the process exit code."""
+    registry = registry or GearRegistry.discover()
+    source = ScenarioSource(scenario, registry, rack_name)
+    blueprint = source.load()  # fatal at startup: nothing else to fall back to
+    requests = Requests()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, requests.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, requests.request_reload)
+    try:
+        async with Rack(settings, name=rack_name or settings.name) as rack:
+            await rack.apply(blueprint)
+            if not await _started(rack, settings.start_timeout):
+                return 1
+            log.info("rack '%s' ready (pid %d)", rack.name, os.getpid())
+            async with asyncio.TaskGroup() as tg:
+                watcher = (
+                    tg.create_task(source.watch(settings.watch_interval, requests))
+                    if settings.watch
+                    else None
+                )
+                await _serve_until_stopped(rack, source, requests)
+                if watcher is not None:
+                    watcher.cancel()
+            log.info("rack '%s' draining (grace %.1fs)", rack.name, settings.grace_period)
+            clean = await rack.drain()
+            for gear, counters in rack.stats().items():
+                text = " ".join(f"{k}={v:g}" for k, v in sorted(counters.items()))
+                log.info("gear '%s' final stats: %s", gear, text)
+        log.info("rack stopped%s", "" if clean else " (grace period expired)")
+        return 0 if clean else 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
+async def _started(rack: Rack, timeout: float) -> bool:
+    try:
+        await rack.wait_ready(timeout)
+    except TimeoutError:
+        for slot in rack.slots.values():
+            if not slot.ready.is_set():
+                log.error(
+                    "gear '%s' (%s) did not start within %.1fs: %s",
+                    slot.name, slot.plan.type_name, timeout, slot.last_error or "no error reported",
+                )  # fmt: skip
+        return False
+    return True
+
+
+async def _serve_until_stopped(rack: Rack, source: ScenarioSource, requests: Requests) -> None:
+    while True:
+        await requests.wake.wait()
+        requests.wake.clear()
+        if requests.stop:
+            return
+        if requests.reload:
+            requests.reload = False
+            await _reload(rack, source)
+
+
+async def _reload(rack: Rack, source: ScenarioSource) -> None:
+    log.info("reloading scenario from %s", source.path)
+    try:
+        blueprint = source.load()
+        await rack.apply(blueprint)
+    except ScenarioError as exc:
+        log.error("new scenario rejected, keeping '%s': %s", _running(rack), exc)
+    except FluxError as exc:
+        log.error("new scenario not applied, keeping '%s': %s", _running(rack), exc)
+
+
+def _running(rack: Rack) -> str:
+    return rack.blueprint.name if rack.blueprint else "(none)"

@@ -1,0 +1,229 @@
+"""A gear's place in a running rack: its inbox, its router, and the supervisor that runs it.
+
+The slot outlives gear instances: when a gear crashes it is restarted with exponential back-off,
+and when a reload changes its definition a new instance takes over the same inbox, so nothing
+queued for it is lost. One supervisor task per slot runs in the rack's TaskGroup; everything the
+gear spawns runs in a TaskGroup of its own (one per gear instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from rack.errors import MessageLimitError
+from rack.gear.base import ERROR_PORT, Gear
+from rack.gear.context import GearContext, GearStats
+from rack.gear.testing import normalize_output
+from rack.model.fluxmsg import FluxMsg
+from rack.model.ids import FluxIdGenerator
+from rack.model.scenario import GearPlan
+from rack.runtime.router import Router
+from rack.wires.memory import Inbox
+
+MAX_REASON = 500
+
+
+class Backoff:
+    """Exponential back-off: initial, ×2 per failure, capped; `reset()` after a healthy run."""
+
+    __slots__ = ("current", "initial", "maximum")
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.current = initial
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.current * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.initial
+
+
+class GearSlot:
+    """Runs one gear (and its successors after restarts or reloads) for a rack."""
+
+    def __init__(
+        self,
+        plan: GearPlan,
+        inbox: Inbox,
+        *,
+        rack: str,
+        ids: FluxIdGenerator,
+        backoff: Backoff,
+    ) -> None:
+        self.plan = plan
+        self.inbox = inbox
+        self.rack = rack
+        self.ids = ids
+        self.backoff = backoff
+        self.stats = GearStats()
+        self.router = Router(plan.name, {}, self.stats)
+        self.log = logging.getLogger(f"fluxrig.gear.{plan.name}")
+        self.ready = asyncio.Event()
+        self.gear: Gear[Any] | None = None
+        self.last_error: str = ""
+        self._stop = asyncio.Event()
+        self._quit = asyncio.Event()  # per gear instance: tells the consumer to exit
+        self._draining = False
+        self._busy = False
+        self._consumer: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    def launch(self, tg: asyncio.TaskGroup) -> None:
+        """Start the supervisor in the rack's TaskGroup."""
+        self._stop = asyncio.Event()
+        self._draining = False
+        self.task = tg.create_task(self._supervise(), name=f"gear:{self.name}")
+
+    # -- supervision ---------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._run_once()
+                return
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                self.last_error = _describe(exc)
+                self.stats.add("restarts")
+                if time.monotonic() - started > self.backoff.maximum:
+                    self.backoff.reset()
+                delay = self.backoff.next()
+                self.log.error(
+                    "gear '%s' (%s) failed: %s; restarting in %.2fs",
+                    self.name, self.plan.type_name, self.last_error, delay,
+                    exc_info=self.log.isEnabledFor(logging.DEBUG),
+                )  # fmt: skip
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
+                except TimeoutError:
+                    pass
+
+    async def _run_once(self) -> None:
+        gear = self.plan.gear_cls()
+        self.gear = gear
+        self._quit = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            ctx: GearContext[Any] = GearContext(
+                name=self.name,
+                config=self.plan.config,
+                ids=self.ids,
+                task_group=tg,
+                rack=self.rack,
+                log=self.log,
+                stats=self.stats,
+            )
+            try:
+                await gear.init(ctx)
+                await gear.start(self.router)
+                if self._draining:
+                    await gear.drain()
+                self._consumer = tg.create_task(self._consume(gear), name=f"{self.name}:consume")
+                self.ready.set()
+                self.log.debug("gear '%s' started", self.name)
+                await self._stop.wait()
+            finally:
+                self.ready.clear()
+                await self._shutdown(gear, ctx)
+
+    async def _shutdown(self, gear: Gear[Any], ctx: GearContext[Any]) -> None:
+        consumer, self._consumer = self._consumer, None
+        self._quit.set()
+        if consumer is not None and not consumer.done():
+            if self._busy:  # let the message in hand finish (bounded by the caller's grace)
+                await asyncio.wait([consumer])
+            consumer.cancel()
+        try:
+            await gear.stop()
+        except Exception as exc:
+            self.log.error("gear '%s' failed to stop cleanly: %s", self.name, _describe(exc))
+        ctx.cancel_spawned()
+
+    # -- the per-message loop ------------------------------------------------------------------
+
+    async def _consume(self, gear: Gear[Any]) -> None:
+        inbox, router, stats, quit_ = self.inbox, self.router, self.stats, self._quit
+        process = gear.process
+        while not quit_.is_set():
+            port, msg = await inbox.get()
+            self._busy = True
+            stats.msgs_in += 1
+            processed = False
+            try:
+                result = await process(msg, port)
+                processed = True
+                if result is not None:
+                    for out_port, out in normalize_output(result):
+                        if not router(out, out_port):
+                            await router.ready()
+            except asyncio.CancelledError:
+                # Cancelled mid-message (gear crash or forced stop): give it back to the inbox
+                # so the next instance processes it (at-least-once rather than lost).
+                if processed:
+                    inbox.done()
+                else:
+                    inbox.requeue(port, msg)
+                self._busy = False
+                raise
+            except Exception as exc:
+                self._failed(msg, port, exc)
+            self._busy = False
+            inbox.done()
+
+    def _failed(self, msg: FluxMsg, port: str, exc: Exception) -> None:
+        stats = self.stats
+        stats.errors += 1
+        reason = _describe(exc)
+        if isinstance(exc, MessageLimitError) or not self.router.is_wired(ERROR_PORT):
+            n = stats.errors
+            if n <= 10 or n & (n - 1) == 0:  # log the first ten, then at powers of two
+                self.log.warning(
+                    "gear '%s' failed on message %d from port '%s': %s (%d errors so far)",
+                    self.name, msg.id, port, reason, n,
+                )  # fmt: skip
+            return
+        msg.meta["error.reason"] = reason[:MAX_REASON]
+        msg.meta["error.gear"] = self.name
+        msg.meta["error.port"] = port
+        try:
+            self.router(msg, ERROR_PORT)
+        except MessageLimitError as limit:
+            self.log.warning("gear '%s' dropped message %d: %s", self.name, msg.id, limit)
+
+    # -- control -------------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Ask the gear to stop accepting new input (its inbox is still processed)."""
+        self._draining = True
+        gear = self.gear
+        if gear is not None and self.ready.is_set():
+            try:
+                await gear.drain()
+            except Exception as exc:
+                self.log.error("gear '%s' failed to drain: %s", self.name, _describe(exc))
+
+    async def stop(self) -> None:
+        """Stop the gear and its supervisor; queued messages stay in the inbox. Idempotent."""
+        self._stop.set()
+        if self.task is not None:
+            await asyncio.wait([self.task])
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _describe(exc.exceptions[0])
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

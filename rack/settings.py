@@ -1,0 +1,215 @@
+"""Rack settings: flags > `FLUXRIG_*` environment > `[rack]` table of fluxrig.toml > defaults.
+
+    settings = load_settings(Path("fluxrig.toml"), {"log_level": "DEBUG"})
+
+fluxrig.toml::
+
+    [rack]
+    name = "edge-1"
+    queue_depth = 4096
+
+A bad value raises `SettingsError` naming the key and where it came from (flag, environment
+variable, or file); so does an unknown key in `[rack]` or among the flags.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from rack.errors import SettingsError
+from rack.model.scenario import NAME_PATTERN
+
+DEFAULT_CONFIG_FILE = Path("fluxrig.toml")
+ENV_PREFIX = "FLUXRIG_"
+TABLE = "rack"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class RackSettings(BaseSettings):
+    """How one rack runs (not what it runs: that is the scenario)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="forbid", frozen=True
+    )
+
+    name: str = Field(
+        default="standalone",
+        pattern=NAME_PATTERN,
+        description="Rack name: selects the scenario's gears deployed to this rack and names "
+        "it towards the mixer.",
+    )
+    state_dir: Path = Field(
+        default=Path(".fluxrig"),
+        description="Directory for the rack's local state (passport, JetStream store).",
+    )
+    log_level: LogLevel = Field(
+        default="INFO", description="Lowest level logged: DEBUG, INFO, WARNING or ERROR."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log line format: `text` for people, `json` for collectors."
+    )
+    grace_period: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a stopping rack lets gears drain in-flight messages before it "
+        "cancels them.",
+    )
+    start_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds every gear has to finish `start` before the rack gives up.",
+    )
+    queue_depth: int = Field(
+        default=1024,
+        ge=1,
+        description="Capacity of each memory wire's inbox; a full inbox pushes back upstream.",
+    )
+    restart_backoff_initial: float = Field(
+        default=0.1, gt=0, description="Seconds before the first restart of a failed gear."
+    )
+    restart_backoff_max: float = Field(
+        default=30.0,
+        gt=0,
+        description="Upper bound in seconds of the doubling delay between restarts of a gear.",
+    )
+    watch: bool = Field(
+        default=True, description="Reload the scenario when its file changes (standalone rack)."
+    )
+    watch_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between checks of the scenario file for changes."
+    )
+    machine_id: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="16-bit machine id embedded in every fluxID (the mixer's registry assigns "
+        "it; 0 for a standalone rack).",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> RackSettings:
+        if self.restart_backoff_max < self.restart_backoff_initial:
+            raise ValueError(
+                f"restart_backoff_max ({self.restart_backoff_max}) is below "
+                f"restart_backoff_initial ({self.restart_backoff_initial})"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`RackSettings()`: keyword arguments > environment > ./fluxrig.toml `[rack]`."""
+        return init_settings, env_settings, RackTableSource(settings_cls, _default_file())
+
+
+class RackTableSource(PydanticBaseSettingsSource):
+    """The `[rack]` table of a fluxrig.toml (nothing when `path` is None or has no such table)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+        self.data = _read_table(path) if path is not None else {}
+        known = settings_cls.model_fields
+        for key in self.data:
+            if key not in known:
+                raise SettingsError(
+                    f"{path} [{TABLE}]: unknown setting '{key}'; known: {', '.join(known)}"
+                )
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> RackSettings:
+    """Settings from flags (`overrides`; None values ignored), environment, file, defaults.
+
+    `config_file` None means ./fluxrig.toml when it exists; a named file must exist.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"settings file {config_file} not found")
+    path = config_file or _default_file()
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    known = RackSettings.model_fields
+    for key in flags:
+        if key not in known:
+            raise SettingsError(f"unknown setting '{key}' (flags); known: {', '.join(known)}")
+    layers: list[tuple[str, PydanticBaseSettingsSource]] = [
+        (f"{path} [{TABLE}]", RackTableSource(RackSettings, path)),
+        ("environment", EnvSettingsSource(RackSettings)),
+        ("flags", InitSettingsSource(RackSettings, init_kwargs=flags)),
+    ]
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for label, source in layers:  # lowest precedence first; later layers win
+        for key, value in source().items():
+            values[key] = value
+            origin[key] = _origin(label, key)
+    try:
+        return RackSettings.model_validate(values)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, values, origin)) from None
+
+
+def _default_file() -> Path | None:
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"cannot read settings file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from None
+    table = data.get(TABLE, {})
+    if not isinstance(table, dict):
+        raise SettingsError(f"{path}: `{TABLE}` must be a table ([{TABLE}])")
+    return table
+
+
+def _origin(label: str, key: str) -> str:
+    if label == "environment":
+        return f"environment variable {ENV_PREFIX}{key.upper()}"
+    if label == "flags":
+        return f"flag --{key.replace('_', '-')}"
+    return label
+
+
+def _explain(exc: ValidationError, values: dict[str, Any], origin: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        key = str(err["loc"][0]) if err["loc"] else ""
+        message = err["msg"].removeprefix("Value error, ")
+        if key in values:
+            lines.append(f"invalid setting '{key}' = {values[key]!r} from {origin[key]}: {message}")
+        else:
+            lines.append(f"invalid rack settings: {message}")
+    return "; ".join(lines)
