@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -13,7 +14,9 @@ def config_schema(gear: AnyGear) -> dict[str, Any]:
     return gear.config_model.model_json_schema()
 
 
-def _type_of(prop: dict[str, Any]) -> str:
+def _type_of(prop: Any) -> str:
+    if not isinstance(prop, dict):  # e.g. `additionalProperties: true`
+        return "any"
     if "enum" in prop:
         return " \\| ".join(f"`{json.dumps(v)}`" for v in prop["enum"])
     if "const" in prop:
@@ -51,7 +54,7 @@ def render_gear_page(type_name: str, gear: AnyGear) -> str:
         "",
         _cell(gear.summary) or "(no summary)",
         "",
-        (gear.__doc__ or "").strip(),
+        inspect.cleandoc(gear.__doc__ or ""),
         "",
         "## Ports",
         "",

@@ -127,7 +127,9 @@ class GearHarness:
             await self.gear.stop()
             if hasattr(self.gear, "ctx"):
                 self.gear.ctx.cancel_spawned()
-            await self._stack.__aexit__(exc_type, exc, tb)
+            # The test body's own exception is not handed to the TaskGroup (which would wrap it
+            # in an ExceptionGroup); it propagates as is. A failed background task still raises.
+            await self._stack.aclose()
 
     @property
     def ctx(self) -> GearContext[Any]:

@@ -6,16 +6,22 @@ The wire form is a CBOR array (compact and fast to decode)::
 
 with `path` a list of `[gear, port, ts_ns]` hops. Decoding checks the size limit first, then the
 shape and every field's type; any failure is a `MessageDecodeError`, never another exception.
+Encoding runs the same field checks, so it never produces bytes that decoding would reject.
+
+Decoding is hardened against hostile input: map keys must be strings (no hash-collision floods of
+integer keys), duplicate keys, trailing bytes and CBOR value sharing (tags 28/29, which can expand
+a few hundred bytes into an exponentially large graph) are rejected.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from typing import Any
 
 import cbor2
 
-from rack.errors import MessageDecodeError, MessageLimitError
+from rack.errors import MessageDecodeError, MessageError, MessageLimitError
 
 MAX_HOPS = 64
 MAX_BYTES = 2 * 1024 * 1024
@@ -35,9 +41,10 @@ class Hop:
         self.ts = ts
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, Hop)
-            and (self.gear, self.port, self.ts) == (other.gear, other.port, other.ts)
+        return isinstance(other, Hop) and (self.gear, self.port, self.ts) == (
+            other.gear,
+            other.port,
+            other.ts,
         )
 
     def __hash__(self) -> int:
@@ -127,9 +134,19 @@ class FluxMsg:
     # -- wire form ---------------------------------------------------------------------------
 
     def encode(self) -> bytes:
-        """CBOR wire form. Raises `MessageLimitError` past 64 hops or 2 MiB."""
+        """CBOR wire form. Raises `MessageLimitError` past 64 hops or 2 MiB, or when a field
+        would not decode (non-text meta, non-JSON data, data nested deeper than 64, ...)."""
         if len(self.path) > MAX_HOPS:
             raise MessageLimitError(f"message {self.id} has {len(self.path)} hops; max {MAX_HOPS}")
+        # Same checks as decode; this also bounds the nesting of `data`, which cbor2 would
+        # otherwise recurse into until the process crashes (segfault at ~20k levels).
+        try:
+            _check_fields(
+                self.id, self.ref_id, self.flags, self.ts, self.trace, self.src_id, self.raw,
+                self.meta, self.data, MessageLimitError,
+            )  # fmt: skip
+        except MessageLimitError as exc:
+            raise MessageLimitError(f"message {self.id} cannot be encoded: {exc}") from None
         try:
             blob = cbor2.dumps(
                 [
@@ -155,13 +172,31 @@ class FluxMsg:
     @classmethod
     def decode(cls, blob: bytes | bytearray | memoryview) -> FluxMsg:
         """Parse the CBOR wire form. Any malformed input raises `MessageDecodeError`."""
-        if len(blob) > MAX_BYTES:
-            raise MessageDecodeError(f"message is {len(blob)} bytes; max {MAX_BYTES}")
+        size = blob.nbytes if isinstance(blob, memoryview) else len(blob)
+        if size > MAX_BYTES:
+            raise MessageDecodeError(f"message is {size} bytes; max {MAX_BYTES}")
+        fp = io.BytesIO(blob)
         try:
-            items = cbor2.loads(bytes(blob))
+            items = cbor2.CBORDecoder(fp, **_DECODER_OPTIONS).decode()
         except Exception as exc:  # cbor2 raises several types, incl. RecursionError/MemoryError
-            raise MessageDecodeError(f"not valid CBOR: {exc}") from exc
+            cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+            raise MessageDecodeError(f"not valid CBOR: {exc}{cause}") from exc
+        if fp.tell() != size:
+            raise MessageDecodeError(f"{size - fp.tell()} bytes of trailing data after the fluxMsg")
         return _from_items(items)
+
+
+def _reject_shared(*_: Any) -> Any:
+    raise ValueError("CBOR value sharing (tags 28/29) is not allowed in a fluxMsg")
+
+
+# Requires cbor2 >= 6.1 (allow_duplicate_keys). strict_hashable_types: map keys must be text or
+# bytes, whose hashes are randomised, so a map of colliding integer keys cannot take O(n^2).
+_DECODER_OPTIONS: dict[str, Any] = {
+    "strict_hashable_types": True,
+    "allow_duplicate_keys": False,
+    "semantic_decoders": {28: _reject_shared, 29: _reject_shared},
+}
 
 
 def _from_items(items: Any) -> FluxMsg:
@@ -170,18 +205,7 @@ def _from_items(items: Any) -> FluxMsg:
     version, mid, ref_id, trace, src_id, meta, data, flags, raw, path, ts = items
     if version != WIRE_VERSION or type(version) is not int:
         raise MessageDecodeError(f"unsupported fluxMsg wire version {version!r}")
-    for name, value in (("id", mid), ("ref_id", ref_id), ("flags", flags), ("ts", ts)):
-        if type(value) is not int or not 0 <= value < _U64:
-            raise MessageDecodeError(f"field '{name}' must be an unsigned 64-bit integer")
-    if type(trace) is not str or type(src_id) is not str:
-        raise MessageDecodeError("fields 'trace' and 'src_id' must be text")
-    if type(raw) is not bytes:
-        raise MessageDecodeError("field 'raw' must be a byte string")
-    if type(meta) is not dict or not all(
-        type(k) is str and type(v) is str for k, v in meta.items()
-    ):
-        raise MessageDecodeError("field 'meta' must map text to text")
-    _check_data(data, 0)
+    _check_fields(mid, ref_id, flags, ts, trace, src_id, raw, meta, data, MessageDecodeError)
     return FluxMsg(
         mid,
         raw=raw,
@@ -194,6 +218,34 @@ def _from_items(items: Any) -> FluxMsg:
         path=_hops(path),
         ts=ts,
     )
+
+
+def _check_fields(
+    mid: Any,
+    ref_id: Any,
+    flags: Any,
+    ts: Any,
+    trace: Any,
+    src_id: Any,
+    raw: Any,
+    meta: Any,
+    data: Any,
+    error: type[MessageError],
+) -> None:
+    for name, value in (("id", mid), ("ref_id", ref_id), ("flags", flags), ("ts", ts)):
+        if type(value) is not int or not 0 <= value < _U64:
+            raise error(f"field '{name}' must be an unsigned 64-bit integer, got {value!r}")
+    if type(trace) is not str or type(src_id) is not str:
+        raise error("fields 'trace' and 'src_id' must be text")
+    if type(raw) is not bytes:
+        raise error(f"field 'raw' must be a byte string, got {type(raw).__name__}")
+    if type(meta) is not dict:
+        raise error("field 'meta' must map text to text")
+    for key, text in meta.items():
+        if type(key) is not str or type(text) is not str:
+            raise error(f"field 'meta' must map text to text, got {key!r}: {text!r}")
+    if type(data) not in _SCALARS:
+        _check_data(data, 0, error)
 
 
 def _hops(path: Any) -> list[Hop]:
@@ -216,24 +268,26 @@ def _hops(path: Any) -> list[Hop]:
     return hops
 
 
-_SCALARS = (str, bytes, int, float, bool, type(None))
+_SCALARS = frozenset((str, bytes, int, float, bool, type(None)))
 
 
-def _check_data(value: Any, depth: int) -> None:
-    """`data` may hold JSON-like values plus byte strings, nested at most 64 deep."""
-    if depth > MAX_DATA_DEPTH:
-        raise MessageDecodeError(f"field 'data' is nested deeper than {MAX_DATA_DEPTH}")
+def _check_data(value: Any, depth: int, error: type[MessageError]) -> None:
+    """`data` may hold JSON-like values plus byte strings, at most 64 containers deep."""
+    if depth >= MAX_DATA_DEPTH:
+        raise error(f"field 'data' is nested deeper than {MAX_DATA_DEPTH}")
     kind = type(value)
     if kind in _SCALARS:
         return
     if kind is list:
         for item in value:
-            _check_data(item, depth + 1)
+            if type(item) not in _SCALARS:  # scalars inline: no call per leaf
+                _check_data(item, depth + 1, error)
         return
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                raise MessageDecodeError("keys in field 'data' must be text")
-            _check_data(item, depth + 1)
+                raise error("keys in field 'data' must be text")
+            if type(item) not in _SCALARS:
+                _check_data(item, depth + 1, error)
         return
-    raise MessageDecodeError(f"field 'data' holds an unsupported value of type {kind.__name__}")
+    raise error(f"field 'data' holds an unsupported value of type {kind.__name__}")

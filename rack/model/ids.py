@@ -34,7 +34,9 @@ _MAX_TICK = (1 << TIME_BITS) - 1
 def _check_machine_id(machine_id: int, *, allow_zero: bool) -> None:
     low = 0 if allow_zero else 1
     if not isinstance(machine_id, int) or not low <= machine_id <= MAX_MACHINE_ID:
-        raise ValueError(f"machine id must be an integer in {low}..{MAX_MACHINE_ID}, got {machine_id!r}")
+        raise ValueError(
+            f"machine id must be an integer in {low}..{MAX_MACHINE_ID}, got {machine_id!r}"
+        )
 
 
 class FluxIdGenerator:

@@ -44,7 +44,9 @@ class InflightCounter:
             self._zero.set()
 
     async def wait_zero(self) -> None:
-        await self._zero.wait()
+        # Re-check: a count that hit zero and went up again before this task ran is not quiescent.
+        while self._count:
+            await self._zero.wait()
 
 
 class Inbox:
@@ -108,6 +110,22 @@ class Inbox:
         if self._room_waiters and len(self._items) < self.capacity:
             self._wake_room()
         return item
+
+    def requeue(self, port: str, msg: FluxMsg) -> None:
+        """Give back a message taken with `get` but not processed (it goes first in line)."""
+        self._items.appendleft((port, msg))
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            if not getter.done():
+                getter.set_result(None)
+
+    async def wait_empty(self) -> None:
+        """Wait until the inbox holds nothing (used to retire a gear that receives no more)."""
+        while self._items:
+            fut = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(fut)
+            await fut
 
     def done(self) -> None:
         """Mark one message taken with `get` as fully processed (its outputs were routed)."""

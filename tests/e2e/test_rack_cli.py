@@ -227,3 +227,32 @@ def test_missing_scenario_file_is_a_clear_error(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "absent.yaml" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_shipped_examples_are_valid(example: str) -> None:
+    res = _cli("scenario", "validate", str(EXAMPLES / example))
+    assert res.returncode == 0, res.stderr
+
+
+async def test_json_example_maps_fields_and_rejects_bad_input(tmp_path: Path) -> None:
+    text = (EXAMPLES / "json_enrich.yaml").read_text().replace("127.0.0.1:9001", "127.0.0.1:0")
+    path = tmp_path / "json.yaml"
+    path.write_text(text)
+    rack = await RackProcess(path, "--no-watch").start()
+    try:
+        port = await rack.ready()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b'{"amount": 1200, "qty": 2}\n{"amount": 3, "qty": 2}\nnot json\n')
+        replies = {await reader.readline() for _ in range(3)}
+        writer.close()
+        assert replies == {
+            b'{"amount":1200,"qty":2,"total":2400,"status":"review","peer":"127.0.0.1"}\n',
+            b'{"amount":3,"qty":2,"total":6,"status":"ok","peer":"127.0.0.1"}\n',
+            b'{"error":"GearError: invalid JSON: Expecting value at char 0"}\n',
+        }
+    finally:
+        await rack.close()
