@@ -35,7 +35,7 @@ pytest: $(VENV)/.installed-dev
 test: lint typecheck pytest
 
 docs: $(VENV)/.installed
-	$(BIN)/fluxrig gears doc --all --write docs/gears
+	$(BIN)/fluxrig docs --write docs
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/tcp_hotpath.py

@@ -20,7 +20,7 @@ from typing import Any
 
 from rack import __version__
 from rack.errors import FluxError, ScenarioError, UnknownGearError
-from rack.gear.docs import config_schema, render_all, render_gear_page
+from rack.gear.docs import config_schema, render_all, render_gear_page, render_settings_page
 from rack.gear.registry import GearRegistry
 from rack.logs import setup_logging
 from rack.preflight import preflight_file
@@ -119,6 +119,27 @@ def cmd_gears_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_page() -> str:
+    from rack.settings import ENV_PREFIX, RackSettings
+
+    return render_settings_page(
+        RackSettings,
+        title="Rack settings",
+        intro="Generated from `rack.settings.RackSettings` by `make docs`. Precedence: "
+        "`[rack]` table of `fluxrig.toml` < `FLUXRIG_*` environment < `fluxrig run` flags.",
+        env=ENV_PREFIX,
+    )
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    """Regenerate every generated reference page (gears and settings)."""
+    gears_dir = args.write / "gears"
+    cmd_gears_doc(argparse.Namespace(all=True, write=gears_dir, type=None))
+    (args.write / "settings.md").write_text(settings_page(), encoding="utf-8")
+    print(f"wrote {args.write / 'settings.md'}")
+    return 0
+
+
 def cmd_gears_schema(args: argparse.Namespace) -> int:
     print(json.dumps(config_schema(GearRegistry.discover().get(args.type)), indent=2))
     return 0
@@ -168,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema = gears.add_parser("schema", help="JSON schema of a gear's config")
     schema.add_argument("type")
     schema.set_defaults(func=cmd_gears_schema)
+
+    docs = sub.add_parser("docs", help="regenerate the generated reference pages")
+    docs.add_argument("--write", type=Path, default=Path("docs"), help="docs folder")
+    docs.set_defaults(func=cmd_docs)
 
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
     return parser

@@ -30,3 +30,11 @@ def test_docs_are_current() -> None:
     )
     if stale:
         pytest.fail(f"docs/gears is stale: run `make docs` (differs: {', '.join(stale)})")
+
+
+def test_settings_page_is_current() -> None:
+    from rack.cli import settings_page
+
+    committed = (DOCS.parent / "settings.md").read_text(encoding="utf-8")
+    if committed != settings_page():
+        pytest.fail("docs/settings.md is stale: run `make docs`")

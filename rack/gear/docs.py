@@ -6,6 +6,8 @@ import inspect
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from rack.gear.base import ERROR_PORT
 from rack.gear.registry import AnyGear, GearRegistry
 
@@ -45,10 +47,32 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def render_fields(model: type[BaseModel]) -> list[str]:
+    """A Markdown table of a pydantic model's fields (key, type, default, description)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    props: dict[str, Any] = schema.get("properties", {})
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    for key, prop in props.items():
+        lines.append(
+            f"| `{key}` | {_type_of(prop)} | {_default_of(prop, key in required)} "
+            f"| {_cell(prop.get('description', ''))} |"
+        )
+    return lines
+
+
+def render_settings_page(model: type[BaseModel], *, title: str, intro: str, env: str) -> str:
+    """Reference page of a settings model, with the environment variable of each key."""
+    lines = [f"# {title}", "", intro, "", *render_fields(model), ""]
+    lines += [
+        "Environment variables: " + ", ".join(f"`{env}{k.upper()}`" for k in model.model_fields)
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_gear_page(type_name: str, gear: AnyGear) -> str:
     """The Markdown reference page of one gear type."""
     schema = config_schema(gear)
-    required = set(schema.get("required", []))
     lines = [
         f"# `{type_name}`",
         "",
@@ -65,14 +89,8 @@ def render_gear_page(type_name: str, gear: AnyGear) -> str:
         "## Config",
         "",
     ]
-    props: dict[str, Any] = schema.get("properties", {})
-    if props:
-        lines += ["| key | type | default | description |", "|---|---|---|---|"]
-        for key, prop in props.items():
-            lines.append(
-                f"| `{key}` | {_type_of(prop)} | {_default_of(prop, key in required)} "
-                f"| {_cell(prop.get('description', ''))} |"
-            )
+    if schema.get("properties"):
+        lines += render_fields(gear.config_model)
     else:
         lines.append("This gear takes no config.")
     lines += [
