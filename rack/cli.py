@@ -60,7 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
-    settings = load_settings(args.config, overrides)
+    config = args.config
+    if config is None and args.scenario.suffix == ".toml":
+        config = args.scenario  # the seed's single-file form: [rack] settings beside [gears.*]
+    settings = load_settings(config, overrides)
     setup_logging(settings.log_level, settings.log_format)
     return run_async(serve(args.scenario, settings, rack_name=args.name))
 

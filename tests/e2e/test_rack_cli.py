@@ -256,3 +256,23 @@ async def test_json_example_maps_fields_and_rejects_bad_input(tmp_path: Path) ->
         }
     finally:
         await rack.close()
+
+
+async def test_run_the_seed_toml_form_with_its_rack_settings(tmp_path: Path) -> None:
+    toml = tmp_path / "fluxrig.toml"
+    toml.write_text(
+        '[rack]\nname = "edge-7"\nlog_level = "DEBUG"\n'
+        '[gears.gw]\nspec = "io_tcp"\nconfig = { mode = "server", bind = "127.0.0.1:0" }\n'
+        '[bus.routes.gw]\ntargets = ["gw.in"]\ntransport = "memory"\n'
+    )
+    rack = await RackProcess(toml, "--no-watch").start()
+    try:
+        port = await rack.ready()
+        assert "rack 'edge-7' ready" in rack.log()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"toml\n")
+        assert await reader.readline() == b"toml\n"
+        writer.close()
+        assert " DEBUG " in rack.log()
+    finally:
+        await rack.close()
