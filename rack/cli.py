@@ -56,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "grace_period": args.grace_period,
             "queue_depth": args.queue_depth,
             "machine_id": args.machine_id,
+            "nats_url": args.nats_url,
             "watch": False if args.no_watch else None,
         }.items()
         if value is not None
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--queue-depth", type=int, help="capacity of each memory wire inbox")
     run.add_argument("--machine-id", type=int, help="16-bit machine id for fluxIDs")
     run.add_argument("--no-watch", action="store_true", help="do not reload on file change")
+    run.add_argument("--nats-url", help="use this NATS for standard wires (no embedded server)")
     run.set_defaults(func=cmd_run)
 
     scenario = sub.add_parser("scenario", help="work with scenario files").add_subparsers(

@@ -254,7 +254,15 @@ class _Check:
                 "a memory wire stays inside one process — use transport: standard",
             )
             return
-        self.wires.append(WirePlan(source, target, spec.transport))
+        if spec.transport == "memory" and spec.options_given():
+            for key in spec.options_given():
+                self.problem(
+                    f"{at}.{key}",
+                    f"'{key}' applies to standard (JetStream) wires only; "
+                    f"wire {source} → {target} is a memory wire",
+                )
+            return
+        self.wires.append(WirePlan(source, target, spec.transport, spec.options()))
 
     def check_end(self, path: str, end: Endpoint, *, output: bool) -> bool:
         """True when `end` names an existing port; False (reported or not) otherwise."""

@@ -98,6 +98,24 @@ class RackSettings(BaseSettings):
         description="16-bit machine id embedded in every fluxID (the mixer's registry assigns "
         "it; 0 for a standalone rack).",
     )
+    nats_url: str | None = Field(
+        default=None,
+        pattern=r"^(nats|tls)://\S+$",
+        description="Use this NATS server for standard wires instead of starting the rack's "
+        "embedded nats-server (e.g. nats://127.0.0.1:4222).",
+    )
+    nats_host: str = Field(
+        default="127.0.0.1",
+        description="Listen address of the embedded nats-server (started only when the scenario "
+        "has standard wires and `nats_url` is unset).",
+    )
+    nats_port: int = Field(
+        default=4223,
+        ge=0,
+        le=65535,
+        description="Client port of the embedded nats-server (0 = any free port; the URL is "
+        "written to `<state_dir>/nats.url`).",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -479,3 +479,35 @@ def test_preflight_file_reports_lines(tmp_path: Path, registry: GearRegistry) ->
         "unknown top-level key 'colour'; known: name, meta, spec, racks, gears, wires",
         2,
     )
+
+
+def test_standard_wire_options_are_parsed_and_refused_on_memory_wires() -> None:
+    from rack.gear.registry import GearRegistry
+
+    registry = GearRegistry.discover()
+    doc = {
+        "name": "opts",
+        "gears": [
+            {"name": "a", "type": "generator"},
+            {"name": "b", "type": "sink"},
+            {"name": "c", "type": "sink"},
+        ],
+        "wires": [
+            {"from": "a", "to": "b", "max_deliver": 3, "backoff": [0.5, 1], "ack_wait": 2},
+            {"from": "a", "to": "c", "transport": "memory", "max_deliver": 3},
+        ],
+    }
+    with pytest.raises(ScenarioError) as err:
+        preflight(doc, registry)
+    [problem] = err.value.problems
+    assert problem.path == "wires[1].max_deliver"
+    assert "standard (JetStream) wires only" in problem.message
+    doc["wires"] = doc["wires"][:1]  # type: ignore[index]
+    [wire] = preflight(doc, registry).wires
+    assert wire.transport == "standard"
+    assert (wire.options.max_deliver, wire.options.backoff, wire.options.ack_wait) == (
+        3,
+        (0.5, 1.0),
+        2.0,
+    )
+    assert wire.options.max_ack_pending == 1024  # default kept

@@ -57,10 +57,56 @@ class GearSpec(_Strict):
     )
 
 
+STANDARD_OPTIONS = (
+    "max_deliver",
+    "ack_wait",
+    "max_ack_pending",
+    "backoff",
+    "max_msgs",
+    "max_bytes",
+    "max_age",
+    "duplicate_window",
+)
+
+
 class WireSpec(_Strict):
     source: str = Field(alias="from", min_length=1, description="`gear.port` or `gear` (port out)")
     target: str = Field(alias="to", min_length=1, description="`gear.port` or `gear` (port in)")
     transport: Transport = "standard"
+    # Options of `standard` (JetStream) wires; pre-flight rejects them on memory wires.
+    max_deliver: int | None = Field(
+        default=None, ge=1, le=1000, description="Deliveries before the message goes to the DLQ."
+    )
+    ack_wait: float | None = Field(
+        default=None, gt=0, le=3600, description="Seconds before an unacked message is redelivered."
+    )
+    max_ack_pending: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Unacked messages in flight (flow control)."
+    )
+    backoff: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        description="Redelivery delays in seconds after each failure (the last one repeats).",
+    )
+    max_msgs: int | None = Field(default=None, ge=1, description="Stream retention: messages.")
+    max_bytes: int | None = Field(default=None, ge=1, description="Stream retention: bytes.")
+    max_age: float | None = Field(default=None, gt=0, description="Stream retention: seconds.")
+    duplicate_window: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="Seconds within which a repeated fluxID is dropped.",
+    )
+
+    def options(self) -> WireOptions:
+        given = {k: getattr(self, k) for k in STANDARD_OPTIONS if getattr(self, k) is not None}
+        if "backoff" in given:
+            given["backoff"] = tuple(given["backoff"])
+        return WireOptions(**given)
+
+    def options_given(self) -> list[str]:
+        return [k for k in STANDARD_OPTIONS if getattr(self, k) is not None]
 
 
 class Scenario(_Strict):
@@ -116,10 +162,25 @@ class GearPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class WireOptions:
+    """Delivery and retention options of a `standard` wire (defaults when not given)."""
+
+    max_deliver: int = 5
+    ack_wait: float = 30.0
+    max_ack_pending: int = 1024
+    backoff: tuple[float, ...] = (0.1, 0.5, 2.0, 5.0)
+    max_msgs: int = -1
+    max_bytes: int = -1
+    max_age: float = 0.0
+    duplicate_window: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
 class WirePlan:
     source: Endpoint
     target: Endpoint
     transport: Transport
+    options: WireOptions = field(default_factory=WireOptions)
 
 
 @dataclass(frozen=True, slots=True)

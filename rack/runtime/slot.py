@@ -21,7 +21,7 @@ from rack.model.fluxmsg import FluxMsg
 from rack.model.ids import FluxIdGenerator
 from rack.model.scenario import GearPlan
 from rack.runtime.router import Router
-from rack.wires.memory import Inbox
+from rack.wires.memory import Ack, Inbox
 
 MAX_REASON = 500
 
@@ -158,7 +158,7 @@ class GearSlot:
         inbox, router, stats, quit_ = self.inbox, self.router, self.stats, self._quit
         process = gear.process
         while not quit_.is_set():
-            port, msg = await inbox.get()
+            port, msg, ack = await inbox.get()
             self._busy = True
             stats.msgs_in += 1
             processed = False
@@ -169,19 +169,39 @@ class GearSlot:
                     for out_port, out in normalize_output(result):
                         if not router(out, out_port):
                             await router.ready()
+                if ack is not None:
+                    await ack.ok()
             except asyncio.CancelledError:
                 # Cancelled mid-message (gear crash or forced stop): give it back to the inbox
                 # so the next instance processes it (at-least-once rather than lost).
                 if processed:
                     inbox.done()
                 else:
-                    inbox.requeue(port, msg)
+                    inbox.requeue(port, msg, ack)
                 self._busy = False
                 raise
             except Exception as exc:
-                self._failed(msg, port, exc)
+                if ack is not None and not processed:
+                    await self._failed_durable(msg, port, exc, ack)
+                else:
+                    self._failed(msg, port, exc)
             self._busy = False
             inbox.done()
+
+    async def _failed_durable(self, msg: FluxMsg, port: str, exc: Exception, ack: Ack) -> None:
+        """A message from a standard wire failed: nak it (redelivered later, then dead-lettered)."""
+        self.stats.errors += 1
+        reason = _describe(exc)[:MAX_REASON]
+        n = self.stats.errors
+        if n <= 10 or n & (n - 1) == 0:
+            self.log.warning(
+                "gear '%s' failed on message %d from port '%s': %s (will be redelivered or "
+                "dead-lettered)", self.name, msg.id, port, reason,
+            )  # fmt: skip
+        try:
+            await ack.fail(reason)
+        except Exception as nak_error:  # the wire redelivers after ack_wait anyway
+            self.log.warning("could not nak message %d: %s", msg.id, _describe(nak_error))
 
     def _failed(self, msg: FluxMsg, port: str, exc: Exception) -> None:
         stats = self.stats

@@ -14,8 +14,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Protocol
 
 from rack.model.fluxmsg import FluxMsg
+
+
+class Ack(Protocol):
+    """Settles one delivery of a durable wire: `ok` after processing, `fail` to retry/dead-letter."""
+
+    async def ok(self) -> None: ...
+
+    async def fail(self, reason: str) -> None: ...
 
 
 class InflightCounter:
@@ -61,7 +70,7 @@ class Inbox:
             raise ValueError(f"inbox capacity must be >= 1, got {capacity}")
         self.name = name
         self.capacity = capacity
-        self._items: deque[tuple[str, FluxMsg]] = deque()
+        self._items: deque[tuple[str, FluxMsg, Ack | None]] = deque()
         self._getter: asyncio.Future[None] | None = None
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._inflight = inflight or InflightCounter()
@@ -69,9 +78,13 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, port: str, msg: FluxMsg) -> bool:
-        """Accept `msg` for input `port`; False when the inbox is at or over capacity."""
-        self._items.append((port, msg))
+    def put(self, port: str, msg: FluxMsg, ack: Ack | None = None) -> bool:
+        """Accept `msg` for input `port`; False when the inbox is at or over capacity.
+
+        `ack` is the delivery handle of a durable wire: the gear's runner settles it once the
+        message is processed (memory wires pass none).
+        """
+        self._items.append((port, msg, ack))
         self._inflight.incr()
         getter = self._getter
         if getter is not None:
@@ -93,8 +106,8 @@ class Inbox:
                 if not fut.done():
                     fut.cancel()
 
-    async def get(self) -> tuple[str, FluxMsg]:
-        """Next `(port, msg)`; call `done()` once it is fully processed."""
+    async def get(self) -> tuple[str, FluxMsg, Ack | None]:
+        """Next `(port, msg, ack)`; call `done()` once it is fully processed."""
         while not self._items:
             self._getter = asyncio.get_running_loop().create_future()
             await self._getter
@@ -103,7 +116,7 @@ class Inbox:
             self._wake_room()
         return item
 
-    def get_nowait(self) -> tuple[str, FluxMsg] | None:
+    def get_nowait(self) -> tuple[str, FluxMsg, Ack | None] | None:
         if not self._items:
             return None
         item = self._items.popleft()
@@ -111,9 +124,9 @@ class Inbox:
             self._wake_room()
         return item
 
-    def requeue(self, port: str, msg: FluxMsg) -> None:
+    def requeue(self, port: str, msg: FluxMsg, ack: Ack | None = None) -> None:
         """Give back a message taken with `get` but not processed (it goes first in line)."""
-        self._items.appendleft((port, msg))
+        self._items.appendleft((port, msg, ack))
         getter = self._getter
         if getter is not None:
             self._getter = None

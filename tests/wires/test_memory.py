@@ -57,8 +57,8 @@ async def test_put_get_keeps_order_and_ports() -> None:
         assert inbox.put(port, m) is True
     assert len(inbox) == 50
     got = [await inbox.get() for _ in range(50)]
-    assert [(p, m.id) for p, m in got] == [(p, m.id) for p, m in sent]
-    assert all(a is b for (_, a), (_, b) in zip(got, sent, strict=True))
+    assert [(p, m.id) for p, m, _ in got] == [(p, m.id) for p, m in sent]
+    assert all(a is b for (_, a, _), (_, b) in zip(got, sent, strict=True))
     assert len(inbox) == 0
     assert inbox.get_nowait() is None
 
@@ -149,7 +149,7 @@ async def test_cancelled_room_waiter_does_not_block_others() -> None:
 
 async def test_get_waits_for_a_put() -> None:
     inbox = Inbox("g")
-    got: list[tuple[str, FluxMsg]] = []
+    got: list[tuple[str, FluxMsg, object]] = []
 
     async def consume() -> None:
         got.append(await inbox.get())
@@ -161,7 +161,7 @@ async def test_get_waits_for_a_put() -> None:
         m = FluxMsg(5)
         inbox.put("in2", m)
         await done.wait()
-    assert got == [("in2", m)]
+    assert got == [("in2", m, None)]
 
 
 async def test_cancelled_get_loses_nothing() -> None:
@@ -189,7 +189,7 @@ async def test_fan_in_from_several_producers() -> None:
 
     async def consume() -> None:
         for _ in range(producers * per_producer):
-            port, m = await inbox.get()
+            port, m, _ = await inbox.get()
             received.append((port, m.id))
             inbox.done()
 
@@ -220,7 +220,7 @@ async def test_slow_consumer_bounds_the_queue() -> None:
 
     async def consume() -> None:
         for _ in range(total):
-            _, m = await inbox.get()
+            _, m, _ = await inbox.get()
             await settle(5)  # "processing" takes several loop turns
             received.append(m.id)
             inbox.done()
@@ -301,7 +301,7 @@ async def test_inflight_stays_up_while_outputs_are_routed_before_done() -> None:
     first.put("in", FluxMsg(1))
     async with asyncio.TaskGroup() as tg:
         zero = await parked(tg, counter.wait_zero)
-        _, m = await first.get()
+        _, m, _ = await first.get()
         second.put("in", m)
         first.done()
         await settle()
@@ -355,7 +355,7 @@ async def test_single_route_delivers_the_same_message_with_a_hop() -> None:
     router, stats = make_router({"out": (MemoryOutlet(inbox, "in"),)})
     m = FluxMsg(1)
     assert router(m) is True
-    port, got = await inbox.get()
+    port, got, _ = await inbox.get()
     assert port == "in"
     assert got is m
     assert got.path == [Hop("src", "out", got.path[0].ts)]
@@ -371,7 +371,7 @@ async def test_fan_out_gives_each_target_its_own_copy() -> None:
     )
     m = FluxMsg(7, meta={"k": "v"}, data={"n": 1}, raw=b"r")
     assert router(m) is True
-    (_, ma), (_, mb), (pc, mc) = await a.get(), await b.get(), await c.get()
+    (_, ma, _), (_, mb, _), (pc, mc, _) = await a.get(), await b.get(), await c.get()
     assert pc == "x"
     assert ma is not mb
     assert mb is not mc
@@ -423,7 +423,7 @@ async def test_named_ports_route_separately() -> None:
     router(FluxMsg(1))
     router(FluxMsg(2), "error")
     assert (await ok.get())[1].id == 1
-    _, e = await err.get()
+    _, e, _ = await err.get()
     assert e.id == 2
     assert e.path[-1].port == "error"
 
@@ -435,7 +435,7 @@ async def test_rewire_takes_effect_for_the_next_message() -> None:
     router(FluxMsg(1))
     router.rewire({"out": (MemoryOutlet(new, "in"),)})
     router(FluxMsg(2))
-    assert [m.id for _, m in (await old.get(),)] == [1]
+    assert [m.id for _, m, _ in (await old.get(),)] == [1]
     assert len(old) == 0
     assert (await new.get())[1].id == 2
     router.rewire({})
