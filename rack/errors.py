@@ -9,6 +9,7 @@ FluxError
 │   ├── GearConfigError     config rejected by the gear's config model
 │   └── UnknownGearError    no gear registered under that type name
 ├── SettingsError           rack settings are invalid
+├── NatsServerError         the nats-server child cannot be found, started or kept running
 └── RackError               the runtime itself cannot go on (e.g. nothing to run)
 """
 
@@ -70,6 +71,21 @@ class UnknownGearError(GearError):
 
 class SettingsError(FluxError):
     """Rack settings (fluxrig.toml, FLUXRIG_* environment, flags) are invalid."""
+
+
+class NatsServerError(FluxError):
+    """The nats-server child process cannot be found, did not start, or died.
+
+    `exit_code` is the child's exit status (None if it never ran or was still running);
+    `log_lines` holds its fatal lines ([FTL]/[ERR]) followed by the last lines it wrote.
+    """
+
+    def __init__(
+        self, message: str, *, exit_code: int | None = None, log_lines: list[str] | None = None
+    ) -> None:
+        self.exit_code = exit_code
+        self.log_lines = list(log_lines or [])
+        super().__init__(message)
 
 
 class RackError(FluxError):

@@ -20,7 +20,7 @@ from rack.model.fluxmsg import FluxMsg
 
 
 class Ack(Protocol):
-    """Settles one delivery of a durable wire: `ok` after processing, `fail` to retry/dead-letter."""
+    """Settles one durable-wire delivery: `ok` once processed, `fail` to retry or dead-letter."""
 
     async def ok(self) -> None: ...
 
