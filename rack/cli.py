@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("type")
     schema.set_defaults(func=cmd_gears_schema)
 
+    from rack import dlq_cli
+
+    dlq_cli.add_parser(sub)
     docs = sub.add_parser("docs", help="regenerate the generated reference pages")
     docs.add_argument("--write", type=Path, default=Path("docs"), help="docs folder")
     docs.set_defaults(func=cmd_docs)
@@ -203,8 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from rack.dlq_cli import run_dlq
+
+    return run_async(run_dlq(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "dlq":
+        args.func = cmd_dlq
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -104,6 +104,13 @@ class RackSettings(BaseSettings):
         description="Use this NATS server for standard wires instead of starting the rack's "
         "embedded nats-server (e.g. nats://127.0.0.1:4222).",
     )
+    nats_connect_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds to keep trying to reach NATS when a scenario with standard wires is "
+        "applied; past that the scenario is not applied.",
+    )
     nats_host: str = Field(
         default="127.0.0.1",
         description="Listen address of the embedded nats-server (started only when the scenario "

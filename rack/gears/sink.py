@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from pydantic import Field
 
+from rack.errors import GearError
 from rack.gear.base import Gear, GearConfig, Output
 from rack.gear.context import GearContext
 from rack.model.fluxmsg import FluxMsg
@@ -30,6 +31,18 @@ class SinkConfig(GearConfig):
         le=MAX_KEEP,
         description="Keep the last N messages in memory for tests and inspection; 0 = none.",
     )
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Append one line per message to this file (flushed to the OS after each "
+        "message, so a crash of the rack loses nothing written): an audit trail of what "
+        "reached the end of the flow.",
+    )
+    record: Literal["id", "raw"] = Field(
+        default="id",
+        description="With `path`: what each line holds — the fluxID, or the raw payload "
+        "(newlines escaped as \\n).",
+    )
 
 
 class SinkGear(Gear[SinkConfig]):
@@ -48,10 +61,21 @@ class SinkGear(Gear[SinkConfig]):
         self.bytes = 0
         self.last: deque[FluxMsg] = deque(maxlen=0)
         self._arrived = asyncio.Event()
+        self._file: BinaryIO | None = None
 
     async def init(self, ctx: GearContext[SinkConfig]) -> None:
         await super().init(ctx)
         self.last = deque(maxlen=self.config.keep_last)
+        if self.config.path:
+            try:
+                self._file = open(self.config.path, "ab", buffering=0)  # noqa: ASYNC230, SIM115 - opened once, closed in stop()
+            except OSError as exc:
+                raise GearError(f"sink cannot open path '{self.config.path}': {exc}") from exc
+
+    async def stop(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     async def process(self, msg: FluxMsg, port: str) -> Output:
         size = len(msg.raw)
@@ -62,6 +86,13 @@ class SinkGear(Gear[SinkConfig]):
         stats.add("bytes", size)
         if self.last.maxlen:
             self.last.append(msg)
+        if self._file is not None:
+            line = (
+                str(msg.id).encode()
+                if self.config.record == "id"
+                else msg.raw.replace(b"\n", b"\\n")
+            )
+            self._file.write(line + b"\n")
         self._arrived.set()
         return None
 

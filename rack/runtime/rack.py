@@ -26,6 +26,7 @@ from rack.errors import RackError
 from rack.model.ids import FluxIdGenerator
 from rack.model.scenario import Blueprint
 from rack.runtime.slot import Backoff, GearSlot
+from rack.runtime.standard import StandardWires
 from rack.settings import RackSettings
 from rack.wires.base import Outlet
 from rack.wires.memory import Inbox, InflightCounter, MemoryOutlet
@@ -66,6 +67,7 @@ class Rack:
         self.inflight = InflightCounter()
         self.slots: dict[str, GearSlot] = {}
         self.blueprint: Blueprint | None = None
+        self.standard = StandardWires(self.settings, self.name)
         self._tg: asyncio.TaskGroup | None = None
         self._stack = contextlib.AsyncExitStack()
         self._apply_lock = asyncio.Lock()
@@ -83,7 +85,9 @@ class Rack:
     ) -> None:
         await self._stop_all()
         self._closed = True
-        await self._stack.__aexit__(exc_type, exc, tb)
+        # The body's own exception propagates as is (handing it to the TaskGroup would wrap it
+        # in an ExceptionGroup); the supervisors are all finished by now.
+        await self._stack.aclose()
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -95,13 +99,10 @@ class Rack:
         """Run `blueprint`, changing only what differs from the running one."""
         if self._tg is None or self._closed:
             raise RackError("the rack is not running (use it as `async with Rack(...)`)")
-        for wire in blueprint.wires:
-            if wire.transport != "memory":
-                raise RackError(
-                    f"wire {wire.source} → {wire.target} uses transport '{wire.transport}' "
-                    "(NATS JetStream), which this rack cannot run yet; set `transport: memory`"
-                )
         async with self._apply_lock:
+            if any(w.transport == "standard" for w in blueprint.wires):
+                # Connect and provision first: a failure here leaves the running scenario as is.
+                await self.standard.ensure(blueprint)
             report = await self._apply(blueprint)
         self.blueprint = blueprint
         log.info("scenario '%s' applied (%s)", blueprint.name, report)
@@ -133,6 +134,9 @@ class Rack:
         report.stopped.extend(s.name for s in removed)
 
         self._rewire(new, bp)  # nobody routes to removed gears from here on
+        if self.standard.link is not None:
+            consumed = [w for w in bp.wires if w.transport == "standard"]
+            await self.standard.sync_inlets(consumed, {n: s.inbox for n, s in new.items()})
         self.slots = new
         for slot in removed:
             await self._retire(slot)
@@ -149,13 +153,16 @@ class Rack:
         backoff = Backoff(self.settings.restart_backoff_initial, self.settings.restart_backoff_max)
         return GearSlot(plan, inbox, rack=self.name, ids=self.ids, backoff=backoff)
 
-    @staticmethod
-    def _rewire(slots: dict[str, GearSlot], bp: Blueprint) -> None:
+    def _rewire(self, slots: dict[str, GearSlot], bp: Blueprint) -> None:
         routes: dict[str, dict[str, list[Outlet]]] = {name: {} for name in slots}
         for wire in bp.wires:
-            target = slots[wire.target.gear]
-            outlet = MemoryOutlet(target.inbox, wire.target.port)
-            routes[wire.source.gear].setdefault(wire.source.port, []).append(outlet)
+            port_outlets = routes[wire.source.gear].setdefault(wire.source.port, [])
+            if wire.transport == "memory":
+                port_outlets.append(MemoryOutlet(slots[wire.target.gear].inbox, wire.target.port))
+                continue
+            outlet = self.standard.outlet(wire.source)  # one publish serves every consumer
+            if outlet not in port_outlets:
+                port_outlets.append(outlet)
         for name, slot in slots.items():
             slot.router.rewire({port: tuple(o) for port, o in routes[name].items()})
 
@@ -203,7 +210,9 @@ class Rack:
             await slot.drain()
         try:
             async with asyncio.timeout(grace):
+                await self.standard.drain()  # no new deliveries; what was emitted is published
                 await self.inflight.wait_zero()
+                await self.standard.flush()
         except TimeoutError:
             log.warning(
                 "drain: %d messages still in flight after %.1fs grace", self.inflight.count, grace
@@ -214,6 +223,12 @@ class Rack:
     async def _stop_all(self) -> None:
         for slot in list(self.slots.values()):
             await self._stop_slot(slot)
+        for slot in self.slots.values():  # durable deliveries still queued: redeliver at once
+            while (item := slot.inbox.get_nowait()) is not None:
+                if item[2] is not None:
+                    await item[2].release()
+                slot.inbox.done()
+        await self.standard.aclose()
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Counters per gear (plus inbox depth)."""

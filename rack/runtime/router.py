@@ -13,21 +13,35 @@ from collections.abc import Mapping
 from rack.gear.base import DEFAULT_OUT
 from rack.gear.context import GearStats
 from rack.model.fluxmsg import FluxMsg
-from rack.wires.base import Outlet
+from rack.wires.base import DurableOutlet, Outlet
 
 Routes = Mapping[str, tuple[Outlet, ...]]
 
 
 class Router:
-    __slots__ = ("_routes", "gear", "stats")
+    __slots__ = ("_durable", "_routes", "gear", "stats")
 
     def __init__(self, gear: str, routes: Routes, stats: GearStats) -> None:
         self.gear = gear
-        self._routes: dict[str, tuple[Outlet, ...]] = dict(routes)
         self.stats = stats
+        self._routes: dict[str, tuple[Outlet, ...]] = {}
+        self._durable: tuple[DurableOutlet, ...] = ()
+        self.rewire(routes)
 
     def rewire(self, routes: Routes) -> None:
         self._routes = dict(routes)
+        durable = {o for outs in self._routes.values() for o in outs if getattr(o, "durable", 0)}
+        self._durable = tuple(durable)  # type: ignore[arg-type]
+
+    @property
+    def durable(self) -> bool:
+        """True when some output goes to a durable (standard) wire."""
+        return bool(self._durable)
+
+    async def flush(self) -> None:
+        """Wait until everything routed to durable wires so far is stored."""
+        for outlet in self._durable:
+            await outlet.flush()
 
     def is_wired(self, port: str) -> bool:
         return bool(self._routes.get(port))

@@ -24,6 +24,7 @@ from rack.runtime.router import Router
 from rack.wires.memory import Ack, Inbox
 
 MAX_REASON = 500
+DEFER_MAX = 256  # durable acks held back until the outputs they depend on are stored
 
 
 class Backoff:
@@ -73,6 +74,7 @@ class GearSlot:
         self._draining = False
         self._busy = False
         self._consumer: asyncio.Task[None] | None = None
+        self._deferred: list[Ack] = []
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -170,7 +172,12 @@ class GearSlot:
                         if not router(out, out_port):
                             await router.ready()
                 if ack is not None:
-                    await ack.ok()
+                    if router.durable:  # ack once the outputs are stored (deferred, batched)
+                        self._deferred.append(ack)
+                        if len(self._deferred) >= DEFER_MAX or not len(inbox):
+                            await self._settle_deferred()
+                    else:
+                        await ack.ok()
             except asyncio.CancelledError:
                 # Cancelled mid-message (gear crash or forced stop): give it back to the inbox
                 # so the next instance processes it (at-least-once rather than lost).
@@ -187,6 +194,21 @@ class GearSlot:
                     self._failed(msg, port, exc)
             self._busy = False
             inbox.done()
+        if self._deferred:
+            await self._settle_deferred()
+
+    async def _settle_deferred(self) -> None:
+        """Ack the durable deliveries whose outputs are now stored on their standard wires."""
+        acks, self._deferred = self._deferred, []
+        try:
+            await self.router.flush()
+        except Exception as exc:  # not stored: let JetStream redeliver the inputs
+            self.log.warning("outputs of %d messages not stored (%s)", len(acks), _describe(exc))
+            for ack in acks:
+                await ack.release()
+            return
+        for ack in acks:
+            await ack.ok()
 
     async def _failed_durable(self, msg: FluxMsg, port: str, exc: Exception, ack: Ack) -> None:
         """A message from a standard wire failed: nak it (redelivered later, then dead-lettered)."""

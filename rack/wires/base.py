@@ -17,3 +17,11 @@ class Outlet(Protocol):
     def put(self, msg: FluxMsg) -> bool: ...
 
     async def wait_room(self) -> None: ...
+
+
+class DurableOutlet(Outlet, Protocol):
+    """An outlet whose messages survive a crash once `flush()` has returned (JetStream)."""
+
+    durable: bool
+
+    async def flush(self) -> None: ...

@@ -26,6 +26,8 @@ class Ack(Protocol):
 
     async def fail(self, reason: str) -> None: ...
 
+    async def release(self) -> None: ...
+
 
 class InflightCounter:
     """Messages accepted by any inbox and not yet finished; `wait_zero` resolves at quiescence."""
@@ -155,6 +157,7 @@ class MemoryOutlet:
     """One memory wire's sending end: delivers to `inbox` on input `port`."""
 
     __slots__ = ("inbox", "port")
+    durable = False
 
     def __init__(self, inbox: Inbox, port: str) -> None:
         self.inbox = inbox

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pydantic
 import pytest
 
+from rack.errors import GearError
 from rack.gear.testing import GearHarness
 from rack.gears.sink import LogConfig, LogGear, SinkConfig, SinkGear
 from rack.model.fluxmsg import FluxMsg
@@ -135,3 +137,22 @@ async def test_log_renders_nothing_when_level_disabled(
 def test_log_rejects_bad_config(bad: dict[str, object]) -> None:
     with pytest.raises(pydantic.ValidationError):
         LogConfig.model_validate(bad)
+
+
+async def test_sink_records_each_message_to_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    async with GearHarness(SinkGear, {"path": str(path)}) as h:
+        first, second = h.msg(b"a\nb"), h.msg(b"c")
+        await h.process(first)
+        await h.process(second)
+        assert path.read_text() == f"{first.id}\n{second.id}\n"  # on disk before stop
+    async with GearHarness(SinkGear, {"path": str(path), "record": "raw"}) as h:
+        await h.process(h.msg(b"x\ny"))
+    assert path.read_bytes().endswith(b"x\\ny\n")
+
+
+async def test_sink_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(GearError, match="sink cannot open path"):
+        async with GearHarness(SinkGear, {"path": str(tmp_path / "file" / "x.log")}):
+            pass

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from rack.errors import RackError
 from rack.model.scenario import Blueprint
 from rack.runtime.rack import Rack
 from tests.runtime.conftest import (
@@ -242,14 +241,32 @@ async def test_drain_finishes_in_flight_messages(rack: Rack, blueprint: Build) -
     assert len(COLLECTED["sink"]) == 12
 
 
-async def test_standard_wire_is_refused_with_a_clear_error(rack: Rack, blueprint: Build) -> None:
-    bp = blueprint(
-        {
-            "name": "std",
-            "gears": [gear("a", "t_tag"), gear("b", "t_collect", key="b")],
-            "wires": [{"from": "a.out", "to": "b.in"}],
-        }
-    )
-    with pytest.raises(RackError, match=r"transport 'standard'.*set `transport: memory`"):
-        await rack.apply(bp)
-    assert rack.slots == {}
+async def test_unreachable_nats_fails_apply_and_keeps_the_running_scenario(
+    blueprint: Build,
+) -> None:
+    import socket
+
+    from rack.settings import RackSettings
+    from rack.wires.jetstream import WireError
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"nats://127.0.0.1:{closed.getsockname()[1]}"  # nothing listens there
+    settings = RackSettings(nats_url=url, nats_connect_timeout=0.5)
+    async with Rack(settings, name="test-rack") as rack:
+        memory_only = blueprint(
+            {"name": "v1", "gears": [gear("a", "t_tag"), gear("b", "t_collect", key="b")],
+             "wires": [wire("a", "b")]}
+        )  # fmt: skip
+        await rack.apply(memory_only)
+        await rack.wait_ready(5)
+        with_standard = blueprint(
+            {"name": "v2", "gears": [gear("a", "t_tag"), gear("c", "t_collect", key="c")],
+             "wires": [{"from": "a.out", "to": "c.in"}]}
+        )  # fmt: skip
+        with pytest.raises(WireError, match=r"cannot connect to NATS at nats://127\.0\.0\.1:"):
+            await rack.apply(with_standard)
+        assert rack.blueprint is not None
+        assert rack.blueprint.name == "v1"
+        assert sorted(rack.slots) == ["a", "b"]
+        assert rack.is_ready()

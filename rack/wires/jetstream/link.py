@@ -1,0 +1,320 @@
+"""A rack's connection to JetStream for its standard wires: streams, outlets, inlets, dead letters.
+
+    link = await JetStreamLink.connect(url, rack="edge-1", scenario="Payment Processing")
+    async with link:
+        await link.ensure_streams(wires, options)      # streams + durable consumers
+        outlet = link.outlet(Endpoint("decode", "out"))
+        inlet = await link.inlet(wire, options[wire], deliver)
+        ...
+        await link.drain()                              # stop consuming, flush publishes
+    # leaving the block closes the connection (aclose is idempotent)
+
+Streams (one pair per scenario; names in `names.py`):
+
+* data `FLUX_<SLUG>` on `flux.msg.<slug>.>`: file storage, **interest** retention (a message
+  is kept until every wire reading its subject acked it; fan-out wires do not delete each
+  other's messages, and nothing piles up once all are done), **discard new** (a full stream
+  refuses publishes, which the outlets retry: back-pressure rather than silently dropping
+  the oldest unprocessed messages), limits from `StreamLimits.covering` (the loosest asked by
+  any wire), duplicate window likewise. Interest retention drops messages that no consumer
+  wants, so `ensure_streams` creates every wire's durable consumer up front, before anything
+  is published.
+* dead letters `FLUX_DLQ_<SLUG>` on `flux.dlq.<slug>.>`: file storage, limits retention, no
+  limits, discard new, no consumers (read by `dlq_list` / `dlq_replay` / `dlq_purge`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from rack.model.scenario import Endpoint, WirePlan
+from rack.wires.jetstream.deadletter import NATS_ERRORS, DeadLetterBox
+from rack.wires.jetstream.inlet import Deliver, JetStreamInlet, consumer_config
+from rack.wires.jetstream.model import DeadLetter, StreamLimits, WireError, WireOptions
+from rack.wires.jetstream.names import (
+    WireRoute,
+    dlq_stream_name,
+    dlq_subjects,
+    msg_subjects,
+    slug,
+    source_subject,
+    stream_name,
+)
+from rack.wires.jetstream.publisher import JetStreamOutlet, Publisher
+
+log = logging.getLogger("fluxrig.wires.jetstream")
+
+_COMPARED = ("subjects", "retention", "storage", "discard", "max_msgs", "max_bytes")
+
+
+class JetStreamLink:
+    """One per rack and scenario. Build with `connect`; use as an async context manager."""
+
+    def __init__(
+        self, nc: Client, *, rack: str, scenario: str, publish_timeout: float = 5.0
+    ) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(publish_async_max_pending=1 << 20)  # outlets do the windowing
+        self.rack = rack
+        self.scenario = scenario
+        self.slug = slug(scenario)
+        self.stream = stream_name(self.slug)
+        self.dlq_stream = dlq_stream_name(self.slug)
+        self._publisher = Publisher(self._js, ack_timeout=publish_timeout)
+        self._publisher.start()
+        self._dlq = DeadLetterBox(self._js, self.dlq_stream, self.slug, rack)
+        self._outlets: dict[Endpoint, JetStreamOutlet] = {}
+        self._inlets: dict[str, JetStreamInlet] = {}
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        rack: str,
+        scenario: str,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 5.0,
+    ) -> JetStreamLink:
+        """Connect (retrying for up to `connect_timeout` s); reconnects forever afterwards."""
+        nc = Client()
+        state = {"connected": False}
+
+        async def on_error(exc: Exception) -> None:
+            level = logging.WARNING if state["connected"] else logging.DEBUG
+            log.log(level, "jetstream: NATS connection error: %s", exc)
+
+        async def on_disconnect() -> None:
+            if state["connected"] and not nc.is_closed:
+                log.warning("jetstream: disconnected from NATS at %s; reconnecting", url)
+
+        async def on_reconnect() -> None:
+            log.info("jetstream: reconnected to NATS at %s", nc.connected_url)
+
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await nc.connect(
+                    url,
+                    name=f"fluxrig-rack {rack}",
+                    connect_timeout=2,
+                    reconnect_time_wait=1,
+                    max_reconnect_attempts=-1,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                )
+        except (TimeoutError, *NATS_ERRORS) as exc:
+            await nc.close()
+            raise WireError(
+                f"cannot connect to NATS at {url} within {connect_timeout:g}s "
+                f"({exc or 'timeout'}); is the rack's nats-server running with JetStream enabled?"
+            ) from exc
+        state["connected"] = True
+        return cls(nc, rack=rack, scenario=scenario, publish_timeout=publish_timeout)
+
+    async def __aenter__(self) -> JetStreamLink:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def publisher(self) -> Publisher:
+        return self._publisher
+
+    def route(self, wire: WirePlan) -> WireRoute:
+        return WireRoute.of(self.slug, wire)
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    async def ensure_streams(
+        self, wires: Sequence[WirePlan], options: Mapping[WirePlan, WireOptions]
+    ) -> None:
+        """Create or update both streams, and every standard wire's durable consumer.
+
+        A wire missing from `options` uses its own `wire.options`."""
+        standard = [w for w in wires if w.transport == "standard"]
+        limits = StreamLimits.covering(options.get(w, w.options) for w in standard)
+        await self._ensure_stream(
+            StreamConfig(
+                name=self.stream,
+                description=f"fluxrig scenario '{self.scenario}': standard wires",
+                subjects=[msg_subjects(self.slug)],
+                retention=RetentionPolicy.INTEREST,
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.NEW,
+                max_msgs=limits.max_msgs,
+                max_bytes=limits.max_bytes,
+                max_age=limits.max_age,
+                duplicate_window=limits.duplicate_window,
+            )
+        )
+        await self._ensure_stream(
+            StreamConfig(
+                name=self.dlq_stream,
+                description=f"fluxrig scenario '{self.scenario}': dead letters",
+                subjects=[dlq_subjects(self.slug)],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.NEW,
+                max_msgs=-1,
+                max_bytes=-1,
+                max_age=0,
+                duplicate_window=WireOptions().duplicate_window,
+            )
+        )
+        for wire in standard:
+            route = self.route(wire)
+            config = consumer_config(route, options.get(wire, wire.options))
+            try:
+                await self._js.add_consumer(self.stream, config)
+            except NATS_ERRORS as exc:
+                raise WireError(f"cannot create consumer for wire {route.label}: {exc}") from exc
+
+    async def _ensure_stream(self, wanted: StreamConfig) -> None:
+        assert wanted.name is not None
+        try:
+            current = (await self._js.stream_info(wanted.name)).config
+        except nats.js.errors.NotFoundError:
+            current = None
+        try:
+            if current is None:
+                await self._js.add_stream(wanted)
+                log.info("jetstream: created stream %s", wanted.name)
+            elif differences := _differences(current, wanted):
+                await self._js.update_stream(wanted)
+                log.info("jetstream: updated stream %s (%s)", wanted.name, ", ".join(differences))
+        except NATS_ERRORS as exc:
+            raise WireError(
+                f"cannot create or update stream {wanted.name}: {exc}; if its storage or "
+                f"retention changed, delete it (`nats stream rm {wanted.name}`) to recreate it"
+            ) from exc
+
+    # -- wire ends -----------------------------------------------------------------------------
+
+    def outlet(self, source: Endpoint, *, window: int = 1024) -> JetStreamOutlet:
+        """The publishing end of `source` (one per source port, shared by its wires)."""
+        outlet = self._outlets.get(source)
+        if outlet is None:
+            outlet = JetStreamOutlet(self._publisher, source_subject(self.slug, source), window)
+            self._outlets[source] = outlet
+        return outlet
+
+    async def inlet(
+        self,
+        wire: WirePlan,
+        options: WireOptions,
+        deliver: Deliver,
+        *,
+        bind_timeout: float = 2.0,
+    ) -> JetStreamInlet:
+        """Bind the wire's durable consumer; `deliver(port, msg, delivery)` gets each message.
+
+        Refused (`WireError`) while another subscriber holds the consumer (see `start`)."""
+        if self._closed:
+            raise WireError("the JetStream link is closed")
+        route = self.route(wire)
+        current = self._inlets.get(route.durable)
+        if current is not None and not current.closed:
+            raise WireError(f"wire {route.label} already has an inlet on this link")
+        inlet = JetStreamInlet(self._js, route, options, deliver, self._dlq)
+        await inlet.start(bind_timeout)
+        self._inlets[route.durable] = inlet
+        return inlet
+
+    async def close_inlet(self, wire: WirePlan) -> None:
+        """Stop consuming one wire (e.g. removed by a reload); its durable consumer stays."""
+        inlet = self._inlets.pop(self.route(wire).durable, None)
+        if inlet is not None:
+            try:
+                await inlet.drain()
+            finally:
+                await inlet.aclose()  # no-op once drained; unsubscribes if drain was cancelled
+
+    async def delete_wire(self, wire: WirePlan) -> None:
+        """Forget a wire for good: delete its durable consumer (and its interest in messages)."""
+        await self.close_inlet(wire)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self._js.delete_consumer(self.stream, self.route(wire).durable)
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Stop every consumer receiving, then wait until every accepted publish is stored."""
+        for inlet in list(self._inlets.values()):
+            await inlet.drain()
+        await self._publisher.flush()
+
+    async def flush(self) -> None:
+        """Wait until every message put on an outlet so far is stored."""
+        await self._publisher.flush()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for inlet in self._inlets.values():
+                await inlet.aclose()
+            self._inlets.clear()
+            await self._publisher.aclose()
+        finally:
+            await self._nc.close()
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        return await self._dlq.list(limit)
+
+    async def dlq_replay(self, seq: int | None = None) -> int:
+        return await self._dlq.replay(seq)
+
+    async def dlq_purge(self) -> int:
+        return await self._dlq.purge()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "published": self._publisher.published,
+            "publish_retries": self._publisher.retries,
+            "unconfirmed": self._publisher.outstanding,
+            "wires": {
+                inlet.route.label: {
+                    "delivered": inlet.delivered,
+                    "acked": inlet.acked,
+                    "failed": inlet.failed,
+                    "dead_lettered": inlet.dead_lettered,
+                }
+                for inlet in self._inlets.values()
+            },
+        }
+
+
+def _differences(current: StreamConfig, wanted: StreamConfig) -> list[str]:
+    def norm(value: Any) -> Any:
+        return getattr(value, "value", value)
+
+    diffs = [
+        name for name in _COMPARED if norm(getattr(current, name)) != norm(getattr(wanted, name))
+    ]
+    for name in ("max_age", "duplicate_window"):
+        if round((getattr(current, name) or 0) * 1000) != round(getattr(wanted, name) * 1000):
+            diffs.append(name)
+    if (current.description or "") != (wanted.description or ""):
+        diffs.append("description")
+    return diffs

@@ -1,0 +1,292 @@
+"""Publishing to JetStream: one pump per link feeds nats-py's `publish_async`, outlets window it.
+
+`JetStreamOutlet.put` is synchronous: it encodes the message, queues it and returns at once;
+the link's pump task hands queued messages to `js.publish_async` (pipelined, no round trip per
+message). Each publish must be confirmed by a stream ack within `ack_timeout`; one that fails
+(no responders, timeout, connection trouble) is retried with exponential back-off, forever and
+with the same `Nats-Msg-Id`, so the stream's duplicate window drops a copy that did land. An
+outlet counts its messages from `put` until their ack: at `window` it reports "full" and
+`wait_room()` waits for acks, which is how a slow or absent server back-pressures producers.
+Order is kept while all goes well; a retried message lands after those that did not need one.
+
+`Nats-Msg-Id` is `<fluxID>-<ts of the emitting hop>`: unique per emission. The bare fluxID is
+not enough: a gear that passes a message on keeps its fluxID, and the next standard hop publishes
+into the same stream, whose dedup window is stream-wide; and a gear emitting copies of one
+message on one port would lose all but the first.
+
+nats-py 2.16 leaves a `publish_async` future pending forever when the server answers with an
+API error (nats-io/nats.py#985), so the ack timeout also covers that case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from functools import partial
+
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from rack.model.fluxmsg import FluxMsg
+from rack.wires.jetstream.model import WireError
+
+log = logging.getLogger("fluxrig.wires.jetstream")
+
+RETRY_INITIAL = 0.05
+RETRY_MAX = 2.0
+
+
+class _Publish:
+    __slots__ = ("attempts", "epoch", "headers", "outlet", "payload", "subject")
+
+    def __init__(
+        self, outlet: JetStreamOutlet, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> None:
+        self.outlet = outlet
+        self.subject = subject
+        self.payload = payload
+        self.headers = headers
+        self.attempts = 0
+        self.epoch = 0
+
+
+class Publisher:
+    """The link's publishing pump. `start()` once; `flush()` waits for every ack; `aclose()`."""
+
+    def __init__(self, js: JetStreamContext, *, ack_timeout: float = 5.0) -> None:
+        self._js = js
+        self.ack_timeout = ack_timeout
+        self._queue: deque[_Publish] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._outstanding = 0
+        # Flush barriers: every publish belongs to the epoch current when it was submitted; a
+        # flush closes the epoch and waits until it and every older one is fully confirmed, so
+        # it never waits for messages submitted after it (no starvation under load).
+        self._epoch = 0
+        self._by_epoch: dict[int, int] = {}
+        self._flushers: list[tuple[int, asyncio.Future[None]]] = []
+        self._retrying: dict[_Publish, asyncio.TimerHandle] = {}
+        self._inflight: deque[tuple[float, asyncio.Future[PubAck]]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self.published = 0
+        self.retries = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Messages accepted by an outlet and not yet confirmed by the stream."""
+        return self._outstanding
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="jetstream:publish")
+
+    def submit(self, item: _Publish) -> None:
+        if self._closed:
+            raise WireError(f"cannot publish to '{item.subject}': the JetStream link is closed")
+        item.epoch = epoch = self._epoch
+        self._by_epoch[epoch] = self._by_epoch.get(epoch, 0) + 1
+        self._queue.append(item)
+        self._outstanding += 1
+        self._idle.clear()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until every message accepted so far is stored (retrying as long as it takes);
+        messages submitted while waiting are not waited for."""
+        target = self._epoch
+        self._epoch += 1
+        if self._closed or min(self._by_epoch, default=target + 1) <= target:
+            fut = self._loop.create_future()
+            self._flushers.append((target, fut))
+            if self._closed:
+                self._release_flushers()
+            await fut
+
+    def _release_flushers(self) -> None:
+        oldest = min(self._by_epoch, default=self._epoch)
+        waiting = []
+        for target, fut in self._flushers:
+            if fut.done():
+                continue
+            if self._closed:
+                fut.set_exception(
+                    WireError(
+                        f"the JetStream link closed with {self._outstanding} messages not stored"
+                    )
+                )
+            elif oldest > target:
+                fut.set_result(None)
+            else:
+                waiting.append((target, fut))
+        self._flushers = waiting
+
+    async def aclose(self) -> None:
+        """Stop publishing; anything not yet confirmed is abandoned (and logged)."""
+        self._closed = True
+        self._idle.set()
+        self._release_flushers()  # flushers learn what was abandoned
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for timer in self._retrying.values():
+            timer.cancel()
+        self._retrying.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self._outstanding:
+            log.error(
+                "jetstream: %d accepted messages were not confirmed by the stream before the "
+                "link closed (not stored; drain the link before closing it)",
+                self._outstanding,
+            )
+
+    async def _run(self) -> None:
+        queue, publish = self._queue, self._js.publish_async
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while queue:
+                item = queue.popleft()
+                try:
+                    fut = await publish(item.subject, item.payload, headers=item.headers)
+                except Exception as exc:  # connection trouble, or a bug: never lose the message
+                    self._retry(item, exc)
+                    continue
+                fut.add_done_callback(partial(self._settled, item))
+                self._watch(fut)
+
+    def _watch(self, fut: asyncio.Future[PubAck]) -> None:
+        """Time out unanswered publishes with one timer for all rather than one per message."""
+        inflight = self._inflight
+        while inflight and inflight[0][1].done():
+            inflight.popleft()
+        inflight.append((self._loop.time() + self.ack_timeout, fut))
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self.ack_timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._watchdog = None
+        inflight, now = self._inflight, self._loop.time()
+        while inflight and (inflight[0][1].done() or inflight[0][0] <= now):
+            inflight.popleft()[1].cancel()  # no-op when done; else retried by `_settled`
+        if inflight:
+            self._watchdog = self._loop.call_at(inflight[0][0], self._expire)
+
+    def _settled(self, item: _Publish, fut: asyncio.Future[PubAck]) -> None:
+        if fut.cancelled():
+            self._retry(item, TimeoutError(f"no stream ack within {self.ack_timeout}s"))
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self._retry(item, exc)
+            return
+        self.published += 1
+        self._outstanding -= 1
+        item.outlet._confirmed()
+        left = self._by_epoch[item.epoch] - 1
+        if left:
+            self._by_epoch[item.epoch] = left
+        else:
+            del self._by_epoch[item.epoch]
+            if self._flushers:
+                self._release_flushers()
+        if not self._outstanding:
+            self._idle.set()
+
+    def _retry(self, item: _Publish, exc: BaseException) -> None:
+        if self._closed:
+            return  # counted in `outstanding`, reported by aclose
+        item.attempts += 1
+        self.retries += 1
+        item.outlet.retries += 1
+        n = self.retries
+        if n <= 10 or n & (n - 1) == 0:
+            log.warning(
+                "jetstream: publish to '%s' failed (attempt %d): %s; retrying (%d retries so far)",
+                item.subject, item.attempts, exc or type(exc).__name__, n,
+            )  # fmt: skip
+        delay = min(RETRY_INITIAL * 2 ** (item.attempts - 1), RETRY_MAX)
+        self._retrying[item] = self._loop.call_later(delay, self._requeue, item)
+
+    def _requeue(self, item: _Publish) -> None:
+        del self._retrying[item]
+        self._queue.append(item)
+        self._wake.set()
+
+
+class JetStreamOutlet:
+    """The publishing end of a source port (implements `rack.wires.base.Outlet`).
+
+    One per source port, however many standard wires it feeds: each wire is a consumer of the
+    port's subject. `put` raises `MessageLimitError` (before accepting) if `msg` cannot be encoded.
+    """
+
+    __slots__ = ("_pending", "_publisher", "_waiters", "retries", "subject", "window")
+
+    def __init__(self, publisher: Publisher, subject: str, window: int = 1024) -> None:
+        if window < 1:
+            raise ValueError(f"outlet window must be >= 1, got {window}")
+        self._publisher = publisher
+        self.subject = subject
+        self.window = window
+        self.retries = 0
+        self._pending = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def pending(self) -> int:
+        """Messages put and not yet confirmed by the stream."""
+        return self._pending
+
+    def put(self, msg: FluxMsg) -> bool:
+        payload = msg.encode()
+        headers: dict[str, str] = {}
+        if msg.id:  # id 0 = "no id": never deduplicated
+            hop_ts = msg.path[-1].ts if msg.path else msg.ts
+            headers["Nats-Msg-Id"] = f"{msg.id}-{hop_ts}"
+        if msg.trace:
+            headers["traceparent"] = msg.trace
+        self._pending += 1
+        self._publisher.submit(_Publish(self, self.subject, payload, headers))
+        return self._pending < self.window
+
+    durable = True  # messages put here survive a crash once `flush()` returned
+
+    def has_room(self) -> bool:
+        return self._pending < self.window
+
+    async def flush(self) -> None:
+        """Wait until every message put so far (on any outlet of this link) is stored."""
+        await self._publisher.flush()
+
+    async def wait_room(self) -> None:
+        while self._pending >= self.window:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+
+    def _confirmed(self) -> None:
+        self._pending -= 1
+        if self._waiters and self._pending < self.window:
+            while self._waiters:
+                fut = self._waiters.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"JetStreamOutlet({self.subject}, pending={self._pending}/{self.window})"
