@@ -95,14 +95,24 @@ class StandardWires:
 
     async def sync_inlets(self, wires: list[WirePlan], inboxes: dict[str, Inbox]) -> None:
         """Consume exactly `wires` (those whose target runs here): open new, close removed."""
-        assert self.link is not None
+        link = self.link
+        assert link is not None
         wanted = set(wires)
+        kept = {link.route(w).durable for w in wires}
         for wire in [w for w in self._inlets if w not in wanted]:
-            await self._inlets.pop(wire).aclose()
+            self._inlets.pop(wire)
+            await link.close_inlet(wire)  # hands back what it buffered
+            if link.route(wire).durable not in kept:
+                # The wire is gone from the scenario: with interest retention its consumer would
+                # hold every message of that port forever, so it is deleted with the wire.
+                log.warning(
+                    "wire %s removed: deleting its durable consumer", link.route(wire).label
+                )
+                await link.delete_wire(wire)
         for wire in wires:
             if wire not in self._inlets:
                 deliver = _deliverer(inboxes[wire.target.gear])
-                self._inlets[wire] = await self.link.inlet(wire, wire.options, deliver)
+                self._inlets[wire] = await link.inlet(wire, wire.options, deliver)
 
     async def drain(self) -> None:
         """Stop receiving; flush every publish still waiting for its JetStream ack."""

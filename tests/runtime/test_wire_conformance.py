@@ -142,3 +142,35 @@ async def test_drain_finishes_everything_accepted(
         await nc.close()
     assert wired_rack.stats()["slow"]["out"] == 40
     assert len(processed) + info.state.messages == 40
+
+
+async def test_reload_of_standard_wires_rebinds_and_removes_consumers(
+    nats_server: NatsServer, blueprint: Build
+) -> None:
+    settings = RackSettings(queue_depth=16, nats_url=nats_server.url)
+    doc: dict[str, Any] = {
+        "name": "reload-std",
+        "gears": [
+            gear("src", "t_source", count=20),
+            gear("a", "t_collect", key="a"),
+            gear("b", "t_collect", key="b"),
+        ],
+        "wires": [link("src", "a", "standard"), link("src", "b", "standard")],
+    }
+    async with Rack(settings, name="reloader") as rack:
+        await rack.apply(blueprint(doc))
+        await wait_until(lambda: len(COLLECTED["a"]) >= 20 and len(COLLECTED["b"]) >= 20)
+        doc["wires"] = [{**link("src", "a", "standard"), "max_deliver": 9}]  # b's wire removed
+        report = await rack.apply(blueprint(doc))
+        assert report.unchanged == ["src", "a", "b"]
+        nc = await nats.connect(nats_server.url)
+        try:
+            names = [c.name async for c in _consumers(nc, "FLUX_RELOAD-STD")]
+        finally:
+            await nc.close()
+        assert names == ["a__in__src__out"]  # b's consumer deleted, a's rebound with new options
+
+
+async def _consumers(nc: Any, stream: str) -> AsyncIterator[Any]:
+    for info in await nc.jetstream().consumers_info(stream):
+        yield info
