@@ -70,8 +70,7 @@ class JetStreamLink:
         self.slug = slug(scenario)
         self.stream = stream_name(self.slug)
         self.dlq_stream = dlq_stream_name(self.slug)
-        self._publisher = Publisher(self._js, ack_timeout=publish_timeout)
-        self._publisher.start()
+        self._publisher = Publisher(nc, ack_timeout=publish_timeout)
         self._dlq = DeadLetterBox(self._js, self.dlq_stream, self.slug, rack)
         self._outlets: dict[Endpoint, JetStreamOutlet] = {}
         self._inlets: dict[str, JetStreamInlet] = {}
@@ -121,7 +120,9 @@ class JetStreamLink:
                 f"({exc or 'timeout'}); is the rack's nats-server running with JetStream enabled?"
             ) from exc
         state["connected"] = True
-        return cls(nc, rack=rack, scenario=scenario, publish_timeout=publish_timeout)
+        link = cls(nc, rack=rack, scenario=scenario, publish_timeout=publish_timeout)
+        await link._publisher.start()
+        return link
 
     async def __aenter__(self) -> JetStreamLink:
         return self

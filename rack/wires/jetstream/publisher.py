@@ -1,9 +1,10 @@
-"""Publishing to JetStream: one pump per link feeds nats-py's `publish_async`, outlets window it.
+"""Publishing to JetStream: one pump per link pipelines publishes, outlets window them.
 
 `JetStreamOutlet.put` is synchronous: it encodes the message, queues it and returns at once;
-the link's pump task hands queued messages to `js.publish_async` (pipelined, no round trip per
-message). Each publish must be confirmed by a stream ack within `ack_timeout`; one that fails
-(no responders, timeout, connection trouble) is retried with exponential back-off, forever and
+the link's pump task publishes queued messages pipelined (no round trip per message), each
+with a reply subject on which the stream acknowledges it. Each publish must be confirmed by a
+stream ack within `ack_timeout`; one that fails (no responders, an API error, timeout,
+connection trouble) is retried with exponential back-off, forever and
 with the same `Nats-Msg-Id`, so the stream's duplicate window drops a copy that did land. An
 outlet counts its messages from `put` until their ack: at `window` it reports "full" and
 `wait_room()` waits for acks, which is how a slow or absent server back-pressures producers.
@@ -13,9 +14,6 @@ Order is kept while all goes well; a retried message lands after those that did 
 not enough: a gear that passes a message on keeps its fluxID, and the next standard hop publishes
 into the same stream, whose dedup window is stream-wide; and a gear emitting copies of one
 message on one port would lose all but the first.
-
-nats-py 2.16 leaves a `publish_async` future pending forever when the server answers with an
-API error (nats-io/nats.py#985), so the ack timeout also covers that case.
 """
 
 from __future__ import annotations
@@ -24,10 +22,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from functools import partial
 
-from nats.js import JetStreamContext
-from nats.js.api import PubAck
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from rack.model.fluxmsg import FluxMsg
 from rack.wires.jetstream.model import WireError
@@ -53,10 +51,18 @@ class _Publish:
 
 
 class Publisher:
-    """The link's publishing pump. `start()` once; `flush()` waits for every ack; `aclose()`."""
+    """The link's publishing pump. `await start()` once; `flush()` waits for acks; `aclose()`.
 
-    def __init__(self, js: JetStreamContext, *, ack_timeout: float = 5.0) -> None:
-        self._js = js
+    JetStream's publish protocol is a core NATS publish with a reply subject; the stream answers
+    on it with a small JSON ack. The pump pipelines plain `nc.publish` calls, each with its own
+    reply token under one wildcard inbox subscription, and matches acks to messages by token.
+    This is what nats-py's `publish_async` does too, without its per-message costs (a random
+    token from the OS, a Future with a callback and a parsed PubAck each): measured 36 µs vs
+    ~14 µs per message. Timeouts use one deadline queue for all messages.
+    """
+
+    def __init__(self, nc: Client, *, ack_timeout: float = 5.0) -> None:
+        self._nc = nc
         self.ack_timeout = ack_timeout
         self._queue: deque[_Publish] = deque()
         self._wake = asyncio.Event()
@@ -70,8 +76,13 @@ class Publisher:
         self._by_epoch: dict[int, int] = {}
         self._flushers: list[tuple[int, asyncio.Future[None]]] = []
         self._retrying: dict[_Publish, asyncio.TimerHandle] = {}
-        self._inflight: deque[tuple[float, asyncio.Future[PubAck]]] = deque()
+        self._prefix = nc.new_inbox()
+        self._cut = len(self._prefix) + 1
+        self._token = 0
+        self._waiting: dict[str, _Publish] = {}
+        self._deadlines: deque[tuple[float, str]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._loop = asyncio.get_running_loop()
@@ -83,8 +94,9 @@ class Publisher:
         """Messages accepted by an outlet and not yet confirmed by the stream."""
         return self._outstanding
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if self._task is None:
+            self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
             self._task = asyncio.create_task(self._run(), name="jetstream:publish")
 
     def submit(self, item: _Publish) -> None:
@@ -138,6 +150,10 @@ class Publisher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         for timer in self._retrying.values():
             timer.cancel()
         self._retrying.clear()
@@ -152,45 +168,53 @@ class Publisher:
             )
 
     async def _run(self) -> None:
-        queue, publish = self._queue, self._js.publish_async
+        queue, publish, waiting = self._queue, self._nc.publish, self._waiting
+        prefix, deadlines, timeout = self._prefix, self._deadlines, self.ack_timeout
         while True:
             await self._wake.wait()
             self._wake.clear()
             while queue:
                 item = queue.popleft()
+                self._token += 1
+                token = str(self._token)
+                waiting[token] = item
                 try:
-                    fut = await publish(item.subject, item.payload, headers=item.headers)
+                    await publish(
+                        item.subject, item.payload, reply=f"{prefix}.{token}", headers=item.headers
+                    )
                 except Exception as exc:  # connection trouble, or a bug: never lose the message
+                    del waiting[token]
                     self._retry(item, exc)
                     continue
-                fut.add_done_callback(partial(self._settled, item))
-                self._watch(fut)
-
-    def _watch(self, fut: asyncio.Future[PubAck]) -> None:
-        """Time out unanswered publishes with one timer for all rather than one per message."""
-        inflight = self._inflight
-        while inflight and inflight[0][1].done():
-            inflight.popleft()
-        inflight.append((self._loop.time() + self.ack_timeout, fut))
-        if self._watchdog is None:
-            self._watchdog = self._loop.call_later(self.ack_timeout, self._expire)
+                deadlines.append((self._loop.time() + timeout, token))
+                if self._watchdog is None:
+                    self._watchdog = self._loop.call_later(timeout, self._expire)
 
     def _expire(self) -> None:
         self._watchdog = None
-        inflight, now = self._inflight, self._loop.time()
-        while inflight and (inflight[0][1].done() or inflight[0][0] <= now):
-            inflight.popleft()[1].cancel()  # no-op when done; else retried by `_settled`
-        if inflight:
-            self._watchdog = self._loop.call_at(inflight[0][0], self._expire)
+        deadlines, waiting, now = self._deadlines, self._waiting, self._loop.time()
+        while deadlines and (deadlines[0][1] not in waiting or deadlines[0][0] <= now):
+            item = waiting.pop(deadlines.popleft()[1], None)
+            if item is not None:
+                self._retry(item, TimeoutError(f"no stream ack within {self.ack_timeout}s"))
+        if deadlines:
+            self._watchdog = self._loop.call_at(deadlines[0][0], self._expire)
 
-    def _settled(self, item: _Publish, fut: asyncio.Future[PubAck]) -> None:
-        if fut.cancelled():
-            self._retry(item, TimeoutError(f"no stream ack within {self.ack_timeout}s"))
+    async def _on_ack(self, msg: Msg) -> None:
+        item = self._waiting.pop(msg.subject[self._cut :], None)
+        if item is None:
+            return  # answered after its timeout: it was re-sent, and dedup keeps one copy
+        data = msg.data
+        if not data or b'"error"' in data:
+            status = (msg.headers or {}).get("Status", "")
+            reason = data.decode(errors="replace") if data else f"status {status or 'empty'}"
+            if status == "503":
+                reason = "no responders: no stream takes this subject yet"
+            self._retry(item, WireError(reason))
             return
-        exc = fut.exception()
-        if exc is not None:
-            self._retry(item, exc)
-            return
+        self._confirm(item)
+
+    def _confirm(self, item: _Publish) -> None:
         self.published += 1
         self._outstanding -= 1
         item.outlet._confirmed()
