@@ -23,7 +23,7 @@ gears:
   - {{name: check, type: logic, config: {{map: {{data.ratio: "data.amount / data.parts"}}}}}}
   - {{name: record, type: sink, config: {{path: "{path}"}}}}
 wires:
-  - {{from: ingress.out, to: check.in, max_deliver: 2, backoff: [0.05]}}
+  - {{from: ingress.out, to: check.in, max_deliver: 2, backoff: [0.05], ack_wait: 2}}
   - {{from: check.out, to: record.in, transport: memory}}
 """
 
