@@ -117,7 +117,8 @@ class JetStreamLink:
             await nc.close()
             raise WireError(
                 f"cannot connect to NATS at {url} within {connect_timeout:g}s "
-                f"({exc or 'timeout'}); is the rack's nats-server running with JetStream enabled?"
+                f"({str(exc) or 'no answer'}); is the rack's nats-server running with "
+                "JetStream enabled?"
             ) from exc
         state["connected"] = True
         link = cls(nc, rack=rack, scenario=scenario, publish_timeout=publish_timeout)
