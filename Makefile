@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SCENARIO ?= examples/scenarios/echo.yaml
 
-.PHONY: run test lint typecheck pytest docs bench clean
+.PHONY: run test lint typecheck pytest docs proto bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or PYTHON=python3 make ...)"; exit 1; }
@@ -36,6 +36,9 @@ test: lint typecheck pytest
 
 docs: $(VENV)/.installed
 	$(BIN)/fluxrig docs --write docs
+
+proto: $(VENV)/.installed-dev
+	$(BIN)/python proto/generate.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/tcp_hotpath.py

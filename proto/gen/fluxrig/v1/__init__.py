@@ -1,0 +1,1 @@
+"""fluxrig API v1 (generated from proto/fluxrig/v1)."""
