@@ -109,7 +109,10 @@ def _read_text(path: Path) -> str:
 
 
 def _parse_yaml(text: str, source: str) -> Document:
-    loader = yaml.SafeLoader(text)
+    try:  # the loader's constructor already reads the stream (control characters raise)
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        _fail(source, f"YAML error: {exc}")
     try:
         node = loader.get_single_node()
         lines = _line_map(node, source) if node is not None else {}

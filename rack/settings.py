@@ -9,25 +9,19 @@ fluxrig.toml::
     queue_depth = 4096
 
 A bad value raises `SettingsError` naming the key and where it came from (flag, environment
-variable, or file); so does an unknown key in `[rack]` or among the flags.
+variable, or file); so does an unknown key in `[rack]` or among the flags. The layering itself
+is `rack.config_layers`, shared with the mixer.
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from rack.config_layers import TomlSource, load_layered
 from rack.errors import SettingsError
 from rack.model.scenario import NAME_PATTERN
 
@@ -148,28 +142,7 @@ class RackSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """`RackSettings()`: keyword arguments > environment > ./fluxrig.toml `[rack]`."""
-        return init_settings, env_settings, RackTableSource(settings_cls, _default_file())
-
-
-class RackTableSource(PydanticBaseSettingsSource):
-    """The `[rack]` table of a fluxrig.toml (nothing when `path` is None or has no such table)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
-        super().__init__(settings_cls)
-        self.path = path
-        self.data = _read_table(path) if path is not None else {}
-        known = settings_cls.model_fields
-        for key in self.data:
-            if key not in known:
-                raise SettingsError(
-                    f"{path} [{TABLE}]: unknown setting '{key}'; known: {', '.join(known)}"
-                )
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self.data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self.data)
+        return init_settings, env_settings, TomlSource(settings_cls, _default_file(), TABLE)
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> RackSettings:
@@ -179,62 +152,15 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> RackSe
     """
     if config_file is not None and not config_file.is_file():
         raise SettingsError(f"settings file {config_file} not found")
-    path = config_file or _default_file()
-    flags = {k: v for k, v in overrides.items() if v is not None}
-    known = RackSettings.model_fields
-    for key in flags:
-        if key not in known:
-            raise SettingsError(f"unknown setting '{key}' (flags); known: {', '.join(known)}")
-    layers: list[tuple[str, PydanticBaseSettingsSource]] = [
-        (f"{path} [{TABLE}]", RackTableSource(RackSettings, path)),
-        ("environment", EnvSettingsSource(RackSettings)),
-        ("flags", InitSettingsSource(RackSettings, init_kwargs=flags)),
-    ]
-    values: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for label, source in layers:  # lowest precedence first; later layers win
-        for key, value in source().items():
-            values[key] = value
-            origin[key] = _origin(label, key)
-    try:
-        return RackSettings.model_validate(values)
-    except ValidationError as exc:
-        raise SettingsError(_explain(exc, values, origin)) from None
+    return load_layered(
+        RackSettings,
+        file=config_file or _default_file(),
+        table=TABLE,
+        env_prefix=ENV_PREFIX,
+        flags=overrides,
+        what="rack settings",
+    )
 
 
 def _default_file() -> Path | None:
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
-
-
-def _read_table(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise SettingsError(f"cannot read settings file {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from None
-    table = data.get(TABLE, {})
-    if not isinstance(table, dict):
-        raise SettingsError(f"{path}: `{TABLE}` must be a table ([{TABLE}])")
-    return table
-
-
-def _origin(label: str, key: str) -> str:
-    if label == "environment":
-        return f"environment variable {ENV_PREFIX}{key.upper()}"
-    if label == "flags":
-        return f"flag --{key.replace('_', '-')}"
-    return label
-
-
-def _explain(exc: ValidationError, values: dict[str, Any], origin: dict[str, str]) -> str:
-    lines = []
-    for err in exc.errors(include_url=False):
-        key = str(err["loc"][0]) if err["loc"] else ""
-        message = err["msg"].removeprefix("Value error, ")
-        if key in values:
-            lines.append(f"invalid setting '{key}' = {values[key]!r} from {origin[key]}: {message}")
-        else:
-            lines.append(f"invalid rack settings: {message}")
-    return "; ".join(lines)

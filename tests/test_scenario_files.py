@@ -224,3 +224,8 @@ def test_toml_conversion_problems_are_all_reported() -> None:
     ]
     assert "not both" in exc.value.problems[0].message
     assert "known: targets, port, transport" in exc.value.problems[3].message
+
+
+def test_control_characters_are_a_clear_error_not_a_crash() -> None:
+    with pytest.raises(ScenarioError, match=r"YAML error: .*special characters are not allowed"):
+        parse_document("name: x\x07\n")

@@ -1,0 +1,29 @@
+"""What the REST API works on: the mixer's store, registry and gear catalogue, plus its limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mixer.registry import Registry
+from mixer.store import CasStore
+from rack.gear.registry import GearRegistry
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # JSON bodies; documents inside are bounded again (1 MiB)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """Everything the handlers need. `auth_token=None` runs the API without authentication
+    (only when the operator explicitly asked for an insecure mixer)."""
+
+    store: CasStore
+    registry: Registry
+    gears: GearRegistry
+    auth_token: str | None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ValueError("auth_token is empty; set a token, or None to run insecure")
+        if self.max_body_bytes < 1024:
+            raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")

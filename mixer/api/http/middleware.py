@@ -1,0 +1,124 @@
+"""The REST API's middlewares, outermost first: errors → body size → bearer auth.
+
+- errors: every exception becomes `{"error": {code, message, details}}` through the one table
+  (`mixer.api.errors`); aiohttp's own 404/405/413 are turned into the same JSON shape.
+- body size: a declared Content-Length over the limit is refused before anything is read; a
+  body that turns out larger (chunked) is refused by aiohttp's `client_max_size` while reading.
+- auth: `Authorization: Bearer <token>`, compared in constant time; health and the OpenAPI
+  document are public. A 401 carries `WWW-Authenticate: Bearer` (RFC 6750).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Collection
+
+from aiohttp import web
+from aiohttp.typedefs import Handler as RequestHandler
+from aiohttp.typedefs import Middleware
+
+from mixer.api.errors import (
+    MalformedRequestError,
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+    RouteNotFoundError,
+    UnauthenticatedError,
+    to_problem,
+)
+from mixer.api.http.operation import JSON
+
+REALM = "fluxrig-mixer"
+
+
+def problem_response(exc: BaseException) -> web.Response:
+    """The JSON error answer for `exc`, with the headers its status calls for."""
+    status, body = to_problem(exc)
+    response = web.json_response(body, status=status, content_type=JSON)
+    if isinstance(exc, UnauthenticatedError):
+        challenge = f'Bearer realm="{REALM}"'
+        if exc.presented:
+            challenge += ', error="invalid_token"'
+        response.headers["WWW-Authenticate"] = challenge
+    elif isinstance(exc, MethodNotAllowedError):
+        response.headers["Allow"] = ", ".join(exc.allowed)
+    return response
+
+
+def _from_http(exc: web.HTTPException, request: web.Request, limit: int) -> BaseException:
+    """aiohttp's own refusals as the API's errors."""
+    if isinstance(exc, web.HTTPNotFound):
+        return RouteNotFoundError(f"no API operation at {request.path}; see /api/v1/openapi.json")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        return MethodNotAllowedError(
+            f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}",
+            allowed,
+        )
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return _too_large(limit)
+    if exc.status == 400:
+        return MalformedRequestError(exc.text or exc.reason)
+    return exc  # anything else aiohttp raises is unexpected here: 500
+
+
+def _too_large(limit: int, size: int | None = None) -> PayloadTooLargeError:
+    got = f" is {size} bytes" if size is not None else ""
+    return PayloadTooLargeError(
+        f"request body{got} exceeds the limit of {limit} bytes; documents are at most 1 MiB"
+    )
+
+
+def error_middleware(limit: int) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: RequestHandler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            raise
+        except web.HTTPException as exc:
+            return problem_response(_from_http(exc, request, limit))
+        except Exception as exc:
+            return problem_response(exc)
+
+    return errors
+
+
+def body_limit_middleware(limit: int) -> Middleware:
+    @web.middleware
+    async def body_limit(request: web.Request, handler: RequestHandler) -> web.StreamResponse:
+        size = request.content_length
+        if size is not None and size > limit:
+            raise _too_large(limit, size)
+        return await handler(request)
+
+    return body_limit
+
+
+def auth_middleware(token: str, public_paths: Collection[str]) -> Middleware:
+    expected = token.encode("utf-8")
+    public = frozenset(public_paths)
+
+    @web.middleware
+    async def auth(request: web.Request, handler: RequestHandler) -> web.StreamResponse:
+        if request.path not in public:
+            _authenticate(request.headers.get("Authorization"), expected)
+        return await handler(request)
+
+    return auth
+
+
+def _authenticate(header: str | None, expected: bytes) -> None:
+    scheme, _, credential = (header or "").strip().partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise UnauthenticatedError(
+            "this operation needs a token: send `Authorization: Bearer <token>` with the mixer's "
+            "[api] auth_token (or FLUXRIG_API_TOKEN)"
+        )
+    if not hmac.compare_digest(credential.encode("utf-8", "surrogatepass"), expected):
+        raise UnauthenticatedError(
+            "the bearer token is not valid for this mixer; check [api] auth_token or "
+            "FLUXRIG_API_TOKEN",
+            presented=True,
+        )

@@ -1,0 +1,409 @@
+"""The mixer's composition root: every resource of the control plane, opened and closed in order.
+
+    async with Mixer(settings) as mixer:      # ready: hub, database, store, registry, REST API
+        await stop.wait()
+                                              # closed in reverse order, each one logged
+
+Opened in this order (and closed in reverse) on one `AsyncExitStack`:
+
+1. the state dir (`[mixer] state_dir`);
+2. DuckDB at `<state_dir>/mixer.duckdb` (first, so a second mixer on the same state dir fails
+   before binding any port), the CAS store (`<state_dir>/cas`) and the rack registry on it;
+3. the startup scenario (`resolve_startup`): fatal errors stop the start here;
+4. the embedded nats-server hub (JetStream, server name `mixer`, store `<state_dir>/hub`,
+   leaf-node listener for the racks' Snakes unless disabled);
+5. the background tasks (one TaskGroup): the heartbeat sweep marks racks `offline`;
+6. the REST API (aiohttp) on `[api] host:port`.
+
+Open and close a `Mixer` from the same task (`async with` does). `aclose()` is idempotent.
+The gRPC API (`[api] grpc_port`) and the orchestrator (scenario activation) are not wired yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self, TypeVar
+
+import duckdb
+import yaml
+from aiohttp import web
+
+from mixer.errors import MixerError
+from mixer.registry import RackRecord, Registry
+from mixer.settings import MixerSettings
+from mixer.store import CasStore, digest_of
+from rack.errors import ScenarioError
+from rack.gear.registry import GearRegistry
+from rack.model.scenario import Blueprint
+from rack.natsd import NatsServer, NatsServerConfig
+from rack.preflight import preflight_document
+from rack.scenario_files import MAX_BYTES, parse_document
+
+__all__ = ["DATABASE_FILE", "Mixer", "StartupChoice", "resolve_startup"]
+
+log = logging.getLogger("fluxrig.mixer")
+
+DATABASE_FILE = "mixer.duckdb"
+FILE_PREFIX = "file://"
+OfflineHook = Callable[[Sequence[RackRecord]], object]
+T = TypeVar("T")
+
+
+class Mixer:
+    """The running control plane; `async with Mixer(settings)` starts it, leaving it closes all.
+
+    After start: `nats_url` (the hub), `db` (DuckDB connection), `store` (CasStore), `registry`,
+    `gears`, `startup` (the resolved startup scenario), `api_url` (REST API), and `ready` is set.
+    `on_offline` is called (on the event loop) with the racks each heartbeat sweep took offline.
+    """
+
+    def __init__(self, settings: MixerSettings, *, on_offline: OfflineHook | None = None) -> None:
+        self.settings = settings
+        self.ready = asyncio.Event()
+        self.startup: StartupChoice | None = None
+        self.api_url: str | None = None
+        self._on_offline = on_offline
+        self._stack: AsyncExitStack | None = None
+        self._stopping = asyncio.Event()
+        self._hub: NatsServer | None = None
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._store: CasStore | None = None
+        self._registry: Registry | None = None
+        self._gears: GearRegistry | None = None
+
+    # -- the objects, once started --------------------------------------------------------------
+
+    @property
+    def nats_url(self) -> str:
+        return self._started(self._hub, "NATS hub").url
+
+    @property
+    def hub(self) -> NatsServer:
+        return self._started(self._hub, "NATS hub")
+
+    @property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        return self._started(self._db, "database")
+
+    @property
+    def store(self) -> CasStore:
+        return self._started(self._store, "CAS store")
+
+    @property
+    def registry(self) -> Registry:
+        return self._started(self._registry, "registry")
+
+    @property
+    def gears(self) -> GearRegistry:
+        return self._started(self._gears, "gear catalogue")
+
+    @staticmethod
+    def _started(value: T | None, what: str) -> T:
+        if value is None:
+            raise MixerError(f"the mixer is not started: no {what} yet")
+        return value
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Open everything (see the module doc); on failure close what was opened and raise."""
+        if self._stack is not None:
+            raise MixerError("the mixer is already started; aclose() it first")
+        self._stack = stack = AsyncExitStack()
+        self._stopping = asyncio.Event()
+        try:
+            await self._open(stack)
+        except BaseException:
+            await self.aclose()
+            raise
+        self.ready.set()
+        log.info(
+            "mixer ready: NATS hub %s, REST API %s, state dir %s",
+            self.nats_url,
+            self.api_url,
+            self.settings.mixer.state_dir,
+        )
+
+    async def aclose(self) -> None:
+        """Close every resource in reverse order of opening; idempotent."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        self.ready.clear()
+        try:
+            await stack.aclose()
+        finally:
+            self._hub = self._db = self._store = self._registry = None
+            self.api_url = None
+            log.info("mixer closed")
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        cfg = self.settings
+        state = cfg.mixer.state_dir
+        await asyncio.to_thread(_make_dir, state)
+        await self._open_database(stack, state)
+        self._gears = gears = await asyncio.to_thread(GearRegistry.discover)
+        ref = cfg.mixer.startup_scenario
+        self.startup = await asyncio.to_thread(resolve_startup, ref, self.store, gears)
+        await self._start_hub(stack)
+        stack.callback(log.info, "background tasks stopped")
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        stack.callback(self._stopping.set)  # runs before the TaskGroup exits: the tasks return
+        tasks.create_task(self._sweep_heartbeats(), name="heartbeat-sweep")
+        await self._start_http_api(stack)
+
+    async def _open_database(self, stack: AsyncExitStack, state: Path) -> None:
+        path = state / DATABASE_FILE
+        try:
+            self._db = db = await asyncio.to_thread(duckdb.connect, str(path))
+        except duckdb.Error as exc:
+            raise MixerError(
+                f"cannot open the mixer database {path}: {exc}; is another fluxrig-mixer "
+                "running on the same state dir ([mixer] state_dir)?"
+            ) from exc
+        stack.callback(_closing, "database", db.close)
+        self._store = store = await asyncio.to_thread(CasStore, state / "cas", db)
+        stack.callback(_closing, "CAS store", store.close)
+        self._registry = registry = await asyncio.to_thread(Registry, db)
+        stack.callback(_closing, "registry", registry.close)
+
+    async def _start_hub(self, stack: AsyncExitStack) -> None:
+        nats = self.settings.nats
+        config = NatsServerConfig(
+            host=nats.host,
+            port=nats.port,
+            store_dir=self.settings.hub_store,
+            server_name="mixer",
+            jetstream=True,
+            leafnode_port=nats.leafnode_port if nats.leafnodes else None,
+        )
+        hub = NatsServer(config, start_timeout=nats.start_timeout)
+        await hub.start()  # closes itself when it fails to start
+        stack.push_async_callback(_aclosing, "NATS hub", hub.aclose)
+        self._hub = hub
+        if hub.leafnode_port is not None:
+            log.info("NATS hub accepts rack leaf nodes on port %d", hub.leafnode_port)
+
+    async def _start_http_api(self, stack: AsyncExitStack) -> None:
+        """Hook of the REST API (mixer.api.http): AppRunner + TCPSite on [api] host:port."""
+        from mixer.api.http import ApiContext, build_app
+
+        api = self.settings.api
+        if api.token is None:
+            log.warning("the API runs WITHOUT authentication ([api] insecure); do not expose it")
+        context = ApiContext(
+            store=self.store,
+            registry=self.registry,
+            gears=self.gears,
+            auth_token=api.token,
+            max_body_bytes=api.max_body_bytes,
+        )
+        runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(_aclosing, "REST API", runner.cleanup)
+        try:
+            await web.TCPSite(runner, api.host, api.port).start()
+        except OSError as exc:
+            raise MixerError(
+                f"REST API cannot listen on {api.host}:{api.port}: {exc.strerror or exc}; "
+                "choose another [api] port (--api-port)"
+            ) from exc
+        host, port = runner.addresses[0][:2]
+        self.api_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        log.info("REST API listening on %s", self.api_url)
+
+    # -- background tasks -----------------------------------------------------------------------
+
+    async def _sweep_heartbeats(self) -> None:
+        """Every heartbeat interval, mark racks that missed `max_missed` heartbeats offline.
+
+        The first sweep waits a full window (`max_missed` intervals), so racks get the chance to
+        reach a freshly (re)started mixer before they are declared offline."""
+        enrollment = self.settings.enrollment
+        interval, missed = enrollment.heartbeat_interval, enrollment.max_missed
+        delay = interval * missed
+        while not await self._stopped_within(delay):
+            delay = interval
+            try:
+                gone = await asyncio.to_thread(self.registry.sweep, missed, interval)
+            except Exception:  # a failed sweep must not take the control plane down
+                log.exception("heartbeat sweep failed; retrying in %gs", interval)
+                continue
+            for rack in gone:
+                log.warning(
+                    "rack %r (machine id %d) went offline: no heartbeat for %gs",
+                    rack.name,
+                    rack.machine_id,
+                    missed * interval,
+                )
+            if gone and self._on_offline is not None:
+                try:
+                    self._on_offline(gone)
+                except Exception:
+                    log.exception("on_offline hook failed")
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return self._stopping.is_set()
+
+
+def _closing(what: str, close: Callable[[], object]) -> None:
+    close()
+    log.info("%s closed", what)
+
+
+async def _aclosing(what: str, close: Callable[[], Awaitable[None]]) -> None:
+    await close()
+    log.info("%s closed", what)
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MixerError(
+            f"cannot create the mixer state dir {path}: {exc.strerror or exc}; choose a writable "
+            "[mixer] state_dir (--state-dir)"
+        ) from exc
+
+
+# -- startup resolution (seed: orchestration scenarios) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartupChoice:
+    """What `-s` / `[mixer] startup_scenario` resolved to.
+
+    `action`: `resume` (empty reference: the last active scenario, `ref` None when there is
+    none), `import` (a file, now stored as `ref`), `load` (a `name:tag` found in the store).
+    `created` says whether the import wrote a new entry. `blueprint` is the pre-flighted scenario.
+    """
+
+    action: Literal["resume", "import", "load"]
+    source: str
+    ref: str | None = None
+    digest: str | None = None
+    blueprint: Blueprint | None = None
+    created: bool = False
+
+
+def resolve_startup(ref: str, store: CasStore, gears: GearRegistry) -> StartupChoice:
+    """Resolve the startup reference per the seed's table (blocking: call it in a thread).
+
+    - `""`: resume the last active scenario. Which scenario is active is recorded by the
+      orchestrator, which does not exist yet, so this is `resume` with `ref=None`, logged, never
+      fatal.
+    - a path (contains `/`, or ends in .yaml/.yml; `file://` optional): read, pre-flight with
+      the rack's validator, import under the scenario's slugified name and tag
+      `file-<first 12 hex of the digest>`. Any problem raises `MixerError` (fatal).
+    - `name:tag` (or `name`, `name:latest`, `sha256:<hex>`): resolve in the store and pre-flight
+      the stored scenario; missing or invalid raises `MixerError` (fatal).
+
+    ACTIVATION IS PENDING: nothing is activated here or by the mixer yet; the orchestrator will
+    take the returned `StartupChoice` and activate it.
+    """
+    if not ref:
+        log.info("no startup scenario given and no active scenario recorded; waiting for one")
+        return StartupChoice("resume", ref)
+    path = _as_path(ref)
+    choice = _import_file(path, ref, store, gears) if path else _load_ref(ref, store, gears)
+    log.info(
+        "scenario %s resolved (activation arrives with the orchestrator)",
+        f"{choice.ref} ({choice.digest})",
+    )
+    return choice
+
+
+def _as_path(ref: str) -> Path | None:
+    if ref.startswith(FILE_PREFIX):
+        return Path(ref.removeprefix(FILE_PREFIX))
+    if "/" in ref or "\\" in ref or ref.lower().endswith((".yaml", ".yml")):
+        return Path(ref)
+    return None
+
+
+def _import_file(path: Path, source: str, store: CasStore, gears: GearRegistry) -> StartupChoice:
+    data, text = _read_scenario(path)
+    syntax: Literal["yaml", "toml"] = "toml" if path.suffix.lower() == ".toml" else "yaml"
+    try:
+        doc = parse_document(text, str(path), syntax=syntax)
+        blueprint = preflight_document(doc, gears)
+    except ScenarioError as exc:
+        raise MixerError(f"startup scenario {path} is rejected: {exc}") from exc
+    if syntax == "toml":  # the store holds YAML: keep the converted document
+        data = yaml.safe_dump(doc.raw, sort_keys=False, allow_unicode=True).encode()
+    name = slug(blueprint.name)
+    tag = "file-" + digest_of(data).removeprefix("sha256:")[:12]
+    try:
+        result = store.put("scenario", name, tag, data)
+    except MixerError as exc:
+        raise MixerError(f"startup scenario {path} cannot be imported: {exc}") from exc
+    verb = "imported" if result.created else "already stored"
+    log.info("startup scenario %s %s as %s:%s", path, verb, name, tag)
+    return StartupChoice(
+        "import", source, f"{name}:{tag}", result.digest, blueprint, result.created
+    )
+
+
+def _read_scenario(path: Path) -> tuple[bytes, str]:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise MixerError(
+            f"cannot read startup scenario {path}: {exc.strerror or exc}; check the path given "
+            "to -s ([mixer] startup_scenario)"
+        ) from exc
+    if len(data) > MAX_BYTES:
+        raise MixerError(f"startup scenario {path} is larger than {MAX_BYTES} bytes")
+    try:
+        return data, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MixerError(
+            f"startup scenario {path} is not UTF-8 (invalid byte at offset {exc.start})"
+        ) from exc
+
+
+def _load_ref(ref: str, store: CasStore, gears: GearRegistry) -> StartupChoice:
+    try:
+        blob = store.get("scenario", ref)
+    except MixerError as exc:
+        hint = f" (to load the file, write ./{ref})" if Path(ref).is_file() else ""
+        raise MixerError(f"startup scenario {ref!r}: {exc}{hint}") from exc
+    try:
+        text = blob.data.decode("utf-8")
+        blueprint = preflight_document(parse_document(text, ref), gears)
+    except (UnicodeDecodeError, ScenarioError) as exc:
+        raise MixerError(f"stored startup scenario {ref!r} is rejected: {exc}") from exc
+    resolved = f"{blob.name}:{blob.tag}" if blob.name is not None else blob.digest
+    return StartupChoice("load", ref, resolved, blob.digest, blueprint)
+
+
+_NOT_NAME = re.compile(r"[^a-z0-9._-]+")
+
+
+def slug(title: str) -> str:
+    """A store name from a scenario title: `Payment Processing` → `payment-processing`."""
+    name = _NOT_NAME.sub("-", title.lower()).strip("-._")[:100].rstrip("-._")
+    if not name or name == "sha256":
+        return f"scenario-{name}".rstrip("-")
+    return name

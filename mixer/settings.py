@@ -1,0 +1,266 @@
+"""Mixer settings: flags > `FLUXRIG_*` environment > fluxrig-mixer.toml > defaults.
+
+    settings = load_mixer_settings(Path("fluxrig-mixer.toml"), {"api.port": 9090})
+
+fluxrig-mixer.toml::
+
+    [mixer]
+    state_dir = "/var/lib/fluxrig-mixer"
+    startup_scenario = "payment-flow:v1.0.0"
+
+    [api]
+    port = 8090
+    auth_token = "..."              # or FLUXRIG_API_TOKEN
+
+    [enrollment]
+    auto_adopt = true
+
+Every key `[section] key` is also read from `FLUXRIG_SECTION_KEY` (e.g. `FLUXRIG_API_PORT`,
+`FLUXRIG_ENROLLMENT_AUTO_ADOPT`); the API token also from `FLUXRIG_API_TOKEN`. Flags use dotted
+keys (`api.port`). The layering, and the errors naming key and source, are
+`rack.config_layers`'s.
+
+The mixer refuses to start without an API token unless `[api] insecure` (`--insecure`) says to
+run without authentication; a token shorter than 16 characters is refused. The token is a
+`SecretStr`: it never appears in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from rack.config_layers import EnvSource, TomlSource, load_layered
+from rack.errors import SettingsError
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "ENV_ALIASES",
+    "ENV_PREFIX",
+    "FLAG_NAMES",
+    "MIN_TOKEN_LENGTH",
+    "ApiSection",
+    "EnrollmentSection",
+    "MixerSection",
+    "MixerSettings",
+    "NatsSection",
+    "load_mixer_settings",
+]
+
+DEFAULT_CONFIG_FILE = Path("fluxrig-mixer.toml")
+ENV_PREFIX = "FLUXRIG_"
+ENV_ALIASES = {"api.auth_token": "FLUXRIG_API_TOKEN"}
+MIN_TOKEN_LENGTH = 16
+MIB = 1024 * 1024
+NO_TOKEN = (
+    "no API token: set [api] auth_token or FLUXRIG_API_TOKEN, or pass --insecure to run "
+    "without authentication"
+)
+# How `fluxrig-mixer` spells the flag of each dotted key (for error messages).
+FLAG_NAMES = {
+    "mixer.state_dir": "--state-dir",
+    "mixer.log_level": "--log-level",
+    "mixer.log_format": "--log-format",
+    "mixer.startup_scenario": "-s/--scenario",
+    "nats.port": "--nats-port",
+    "api.port": "--api-port",
+    "api.grpc_port": "--grpc-port",
+    "api.insecure": "--insecure",
+}
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _port(default: int, what: str) -> Any:
+    return Field(default=default, ge=0, le=65535, description=f"{what} (0 = any free port).")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MixerSection(_Section):
+    """`[mixer]`: where the mixer keeps its state, how it logs, what it loads at start."""
+
+    state_dir: Path = Field(
+        default=Path(".fluxrig-mixer"),
+        description="Directory of the mixer's state: DuckDB database `mixer.duckdb`, CAS blobs "
+        "`cas/`, the NATS hub's JetStream store `hub/`.",
+    )
+    log_level: LogLevel = Field(
+        default="INFO", description="Lowest level logged: DEBUG, INFO, WARNING or ERROR."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log line format: `text` for people, `json` for collectors."
+    )
+    startup_scenario: str = Field(
+        default="",
+        description="Scenario loaded at start (`-s`): empty resumes the last active one "
+        "(nothing if none); a file path (contains `/` or ends in .yaml/.yml, optional "
+        "`file://`) is pre-flighted and imported, fatal on error; `name:tag` is resolved "
+        "from the store, fatal if missing.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class NatsSection(_Section):
+    """`[nats]`: the embedded nats-server hub (JetStream) that racks connect to."""
+
+    host: str = Field(default="127.0.0.1", description="Listen address of the NATS hub.")
+    port: int = _port(4222, "Client port of the NATS hub")
+    leafnodes: bool = Field(
+        default=True,
+        description="Open the leaf-node listener racks' Snakes connect to (false: no listener).",
+    )
+    leafnode_port: int = _port(7422, "Leaf-node port of the NATS hub (used when `leafnodes`)")
+    store_dir: Path | None = Field(
+        default=None,
+        description="JetStream store of the hub; default `<state_dir>/hub`.",
+    )
+    start_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds the hub has to become ready."
+    )
+
+
+class ApiSection(_Section):
+    """`[api]`: the REST and gRPC APIs and their credential."""
+
+    host: str = Field(default="127.0.0.1", description="Listen address of the REST and gRPC APIs.")
+    port: int = _port(8090, "Port of the REST API")
+    grpc_port: int = _port(8091, "Port of the gRPC API")
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token every API request except health must carry (at least 16 "
+        "characters; also from FLUXRIG_API_TOKEN). Never logged.",
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Allow starting without `auth_token`: the APIs then accept requests without "
+        "authentication. A configured token is still enforced.",
+    )
+    max_body_bytes: int = Field(
+        default=MIB,
+        ge=1024,
+        le=64 * MIB,
+        description="Largest request body the REST API accepts, in bytes.",
+    )
+
+    @field_validator("auth_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"an API token needs at least {MIN_TOKEN_LENGTH} characters; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+    @property
+    def token(self) -> str | None:
+        """The token in clear, for the API's authentication check only (never log it)."""
+        return None if self.auth_token is None else self.auth_token.get_secret_value()
+
+
+class EnrollmentSection(_Section):
+    """`[enrollment]`: how racks join and how their presence is tracked."""
+
+    auto_adopt: bool = Field(
+        default=False,
+        description="Adopt every rack that says hello (status `active` at once) instead of "
+        "leaving it `pending` until adopted by a scenario or an operator.",
+    )
+    heartbeat_interval: float = Field(
+        default=5.0, gt=0, le=3600, description="Seconds between a rack's heartbeats."
+    )
+    max_missed: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Heartbeats a rack may miss before the mixer marks it `offline`.",
+    )
+
+
+class MixerSettings(BaseSettings):
+    """How the mixer runs. `MixerSettings()` reads the environment and ./fluxrig-mixer.toml;
+    `load_mixer_settings` adds flags and errors that name the source of a bad value."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    mixer: MixerSection = Field(
+        default_factory=MixerSection, description="State, logging, startup scenario."
+    )
+    nats: NatsSection = Field(default_factory=NatsSection, description="Embedded NATS hub.")
+    api: ApiSection = Field(default_factory=ApiSection, description="REST and gRPC APIs.")
+    enrollment: EnrollmentSection = Field(
+        default_factory=EnrollmentSection, description="Rack enrollment and presence."
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> MixerSettings:
+        if self.api.auth_token is None and not self.api.insecure:
+            raise ValueError(NO_TOKEN)
+        ports = {
+            "nats.port": self.nats.port,
+            "api.port": self.api.port,
+            "api.grpc_port": self.api.grpc_port,
+        }
+        if self.nats.leafnodes:
+            ports["nats.leafnode_port"] = self.nats.leafnode_port
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port and port in seen:
+                raise ValueError(f"{seen[port]} and {key} are both {port}; give each its own port")
+            seen[port] = key
+        return self
+
+    @property
+    def hub_store(self) -> Path:
+        """The NATS hub's JetStream store directory."""
+        return self.nats.store_dir or self.mixer.state_dir / "hub"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`MixerSettings()`: keyword arguments > environment > ./fluxrig-mixer.toml."""
+        return (
+            init_settings,
+            EnvSource(settings_cls, ENV_PREFIX, ENV_ALIASES),
+            TomlSource(settings_cls, _default_file(), None),
+        )
+
+
+def load_mixer_settings(config_file: Path | None, flags: dict[str, Any]) -> MixerSettings:
+    """Settings from `flags` (dotted keys; None = not given), environment, file, defaults.
+
+    `config_file` None means ./fluxrig-mixer.toml when it exists; a named file must exist.
+    Raises `SettingsError` naming the key and source of every bad value.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"settings file {config_file} not found")
+    return load_layered(
+        MixerSettings,
+        file=config_file or _default_file(),
+        table=None,
+        env_prefix=ENV_PREFIX,
+        flags=flags,
+        env_aliases=ENV_ALIASES,
+        flag_names=FLAG_NAMES,
+        what="mixer settings",
+    )
+
+
+def _default_file() -> Path | None:
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
