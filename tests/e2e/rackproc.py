@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import sys
 from pathlib import Path
 
 
 class RackProcess:
-    def __init__(self, scenario: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        max_fds: int | None = None,
+    ) -> None:
         self.scenario = scenario
+        self.max_fds = max_fds
         self.args = args
         self.env = {**os.environ, **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
@@ -24,9 +32,14 @@ class RackProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "rack.cli", "run", str(self.scenario), *self.args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self.env,
+            preexec_fn=self._limit_fds if self.max_fds else None,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())
         return self
+
+    def _limit_fds(self) -> None:  # runs in the child, before exec
+        assert self.max_fds is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_fds, self.max_fds))
 
     async def _read(self) -> None:
         assert self.proc is not None

@@ -276,3 +276,33 @@ async def test_run_the_seed_toml_form_with_its_rack_settings(tmp_path: Path) -> 
         assert " DEBUG " in rack.log()
     finally:
         await rack.close()
+
+
+async def test_out_of_file_descriptors_backs_off_and_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "echo.yaml"
+    # Peers that closed look half-closed (a FIN is a FIN): their sockets are kept for replies
+    # until idle_timeout, so a short one frees the descriptors quickly after the flood.
+    path.write_text(echo_yaml(extra=", idle_timeout: 1"))
+    rack = await RackProcess(path, "--no-watch", max_fds=64).start()
+    clients: list[socket.socket] = []
+    try:
+        port = await rack.ready()
+        for _ in range(120):  # more connections than the rack has descriptors left
+            c = socket.create_connection(("127.0.0.1", port))
+            clients.append(c)
+        failed = await rack.wait_for(r"accept failed: .*Too many open files.*retrying in")
+        assert failed
+        for c in clients:
+            c.close()
+        clients.clear()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"after\n")
+        async with asyncio.timeout(15):
+            assert await reader.readline() == b"after\n"  # recovered: accepts and serves again
+        writer.close()
+        assert rack.proc is not None
+        assert rack.proc.returncode is None
+    finally:
+        for c in clients:
+            c.close()
+        await rack.close()
