@@ -12,8 +12,11 @@ Opened in this order (and closed in reverse) on one `AsyncExitStack`:
 3. the startup scenario (`resolve_startup`): fatal errors stop the start here;
 4. the embedded nats-server hub (JetStream, server name `mixer`, store `<state_dir>/hub`,
    leaf-node listener for the racks' Snakes unless disabled);
-5. the background tasks (one TaskGroup): the heartbeat sweep marks racks `offline`;
-6. the REST API (aiohttp) on `[api] host:port`.
+5. enrollment (`mixer.enrollment`, its own connection to the hub): racks' hellos and
+   heartbeats, status announcements on `fluxrig.rack.<name>.status`;
+6. the background tasks (one TaskGroup): the heartbeat sweep marks racks `offline` (and
+   enrollment tells them);
+7. the REST API (aiohttp) on `[api] host:port`.
 
 Open and close a `Mixer` from the same task (`async with` does). `aclose()` is idempotent.
 The gRPC API (`[api] grpc_port`) and the orchestrator (scenario activation) are not wired yet.
@@ -36,6 +39,7 @@ import duckdb
 import yaml
 from aiohttp import web
 
+from mixer.enrollment import Enrollment
 from mixer.errors import MixerError
 from mixer.registry import RackRecord, Registry
 from mixer.settings import MixerSettings
@@ -61,7 +65,8 @@ class Mixer:
     """The running control plane; `async with Mixer(settings)` starts it, leaving it closes all.
 
     After start: `nats_url` (the hub), `db` (DuckDB connection), `store` (CasStore), `registry`,
-    `gears`, `startup` (the resolved startup scenario), `api_url` (REST API), and `ready` is set.
+    `enrollment`, `gears`, `startup` (the resolved startup scenario), `api_url` (REST API), and
+    `ready` is set.
     `on_offline` is called (on the event loop) with the racks each heartbeat sweep took offline.
     """
 
@@ -78,6 +83,7 @@ class Mixer:
         self._store: CasStore | None = None
         self._registry: Registry | None = None
         self._gears: GearRegistry | None = None
+        self._enrollment: Enrollment | None = None
 
     # -- the objects, once started --------------------------------------------------------------
 
@@ -100,6 +106,12 @@ class Mixer:
     @property
     def registry(self) -> Registry:
         return self._started(self._registry, "registry")
+
+    @property
+    def enrollment(self) -> Enrollment:
+        """Rack hellos and heartbeats; `await mixer.enrollment.notify(record)` announces a
+        status changed outside enrollment (e.g. `registry.adopt`) to the rack."""
+        return self._started(self._enrollment, "enrollment")
 
     @property
     def gears(self) -> GearRegistry:
@@ -151,6 +163,7 @@ class Mixer:
             await stack.aclose()
         finally:
             self._hub = self._db = self._store = self._registry = None
+            self._enrollment = None
             self.api_url = None
             log.info("mixer closed")
 
@@ -163,6 +176,10 @@ class Mixer:
         ref = cfg.mixer.startup_scenario
         self.startup = await asyncio.to_thread(resolve_startup, ref, self.store, gears)
         await self._start_hub(stack)
+        enrollment = Enrollment(self.nats_url, self.registry, cfg.enrollment)
+        await enrollment.start()
+        stack.push_async_callback(enrollment.aclose)  # logs "enrollment closed" itself
+        self._enrollment = enrollment
         stack.callback(log.info, "background tasks stopped")
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         stack.callback(self._stopping.set)  # runs before the TaskGroup exits: the tasks return
@@ -214,6 +231,7 @@ class Mixer:
             gears=self.gears,
             auth_token=api.token,
             max_body_bytes=api.max_body_bytes,
+            on_rack_change=self.enrollment.notify,
         )
         runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
         await runner.setup()
@@ -253,6 +271,7 @@ class Mixer:
                     rack.machine_id,
                     missed * interval,
                 )
+            await self.enrollment.notify_all(gone)
             if gone and self._on_offline is not None:
                 try:
                     self._on_offline(gone)

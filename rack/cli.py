@@ -2,7 +2,10 @@
 
 fluxrig run SCENARIO.yaml|fluxrig.toml [--config fluxrig.toml] [--name RACK] ...
 fluxrig scenario validate FILE
-fluxrig gears list
+fluxrig scenario import|list|show|diff ...     (on a mixer; see rack.ops_cli)
+fluxrig racks list|show|adopt|suspend|resume|retire|rename ...
+fluxrig spec import|list|show|diff ...
+fluxrig gears list [--remote]
 fluxrig gears doc TYPE | --all [--write DIR]
 fluxrig gears schema TYPE
 fluxrig version
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rack import __version__
-from rack.errors import FluxError, ScenarioError, UnknownGearError
+from rack.errors import ApiError, FluxError, ScenarioError, UnknownGearError
 from rack.gear.docs import config_schema, render_all, render_gear_page, render_settings_page
 from rack.gear.registry import GearRegistry
 from rack.logs import setup_logging
@@ -57,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "queue_depth": args.queue_depth,
             "machine_id": args.machine_id,
             "nats_url": args.nats_url,
+            "mixer_url": args.mixer_url,
             "watch": False if args.no_watch else None,
         }.items()
         if value is not None
@@ -87,6 +91,12 @@ def cmd_scenario_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_gears_list(args: argparse.Namespace) -> int:
+    if args.remote:
+        from rack.ops_cli import cmd_gears_remote
+
+        return cmd_gears_remote(args)
+    if args.json or args.api_url or args.api_token:
+        raise FluxError("--api-url, --api-token and --json go with --remote")
     registry = GearRegistry.discover()
     rows = [
         (name, ",".join(g.inputs) or "-", ",".join(g.outputs) or "-", g.summary)
@@ -158,6 +168,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rack import ops_cli
+
     parser = argparse.ArgumentParser(prog="fluxrig", description="fluxrig rack and operator CLI")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -173,11 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--machine-id", type=int, help="16-bit machine id for fluxIDs")
     run.add_argument("--no-watch", action="store_true", help="do not reload on file change")
     run.add_argument("--nats-url", help="use this NATS for standard wires (no embedded server)")
+    run.add_argument("--mixer-url", help="enroll with the mixer whose NATS hub is at this URL")
     run.set_defaults(func=cmd_run)
 
-    scenario = sub.add_parser("scenario", help="work with scenario files").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
+    scenario = sub.add_parser(
+        "scenario", help="scenario files, and scenarios stored on a mixer"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
     validate = scenario.add_parser("validate", help="pre-flight check a scenario file")
     validate.add_argument("file", type=Path)
     validate.set_defaults(func=cmd_scenario_validate)
@@ -185,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     gears = sub.add_parser("gears", help="the gear catalogue").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    gears.add_parser("list", help="list gear types").set_defaults(func=cmd_gears_list)
+    gears_list = gears.add_parser("list", help="list gear types")
+    gears_list.set_defaults(func=cmd_gears_list)
+    ops_cli.add_gears_remote(gears_list)
     doc = gears.add_parser("doc", help="reference page of a gear type")
     doc.add_argument("type", nargs="?")
     doc.add_argument("--all", action="store_true", help="every gear plus the index")
@@ -198,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rack import dlq_cli
 
     dlq_cli.add_parser(sub)
+    ops_cli.add_parsers(sub, scenario)
     docs = sub.add_parser("docs", help="regenerate the generated reference pages")
     docs.add_argument("--write", type=Path, default=Path("docs"), help="docs folder")
     docs.set_defaults(func=cmd_docs)
@@ -223,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fluxrig: {exc}", file=sys.stderr)
         return 1
     except ScenarioError as exc:
+        print(f"fluxrig: {exc}", file=sys.stderr)
+        return 1
+    except ApiError as exc:  # the mixer refused, or cannot be reached: message + details
         print(f"fluxrig: {exc}", file=sys.stderr)
         return 1
     except FluxError as exc:

@@ -10,6 +10,7 @@ FluxError
 │   └── UnknownGearError    no gear registered under that type name
 ├── SettingsError           rack settings are invalid
 ├── NatsServerError         the nats-server child cannot be found, started or kept running
+├── ApiError                the mixer's REST API refused a request or cannot be reached
 └── RackError               the runtime itself cannot go on (e.g. nothing to run)
 """
 
@@ -90,3 +91,25 @@ class NatsServerError(FluxError):
 
 class RackError(FluxError):
     """The rack runtime cannot go on."""
+
+
+class ApiError(FluxError):
+    """The mixer's REST API refused a request, or cannot be reached (`status` None).
+
+    `code` is the API's stable error code (`rack_conflict`, `invalid_scenario`, ...);
+    `details` are its located problems, shown one per line after the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        details: list[Problem] | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = list(details or [])
+        super().__init__(message + "".join(f"\n  - {d}" for d in self.details))

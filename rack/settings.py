@@ -98,6 +98,12 @@ class RackSettings(BaseSettings):
         description="Use this NATS server for standard wires instead of starting the rack's "
         "embedded nats-server (e.g. nats://127.0.0.1:4222).",
     )
+    mixer_url: str | None = Field(
+        default=None,
+        pattern=r"^(nats|tls)://\S+$",
+        description="NATS URL of the mixer's hub (e.g. nats://mixer:4222): the rack enrolls "
+        "there (hello, heartbeats) while it runs its scenario file; unset = no mixer.",
+    )
     nats_connect_timeout: float = Field(
         default=10.0,
         gt=0,

@@ -3,6 +3,11 @@
 SIGTERM/SIGINT → drain (stop accepting, finish in-flight, bounded by the grace period) → stop.
 SIGHUP, or a change of the scenario file, → re-read, pre-flight, partial reload. An invalid new
 scenario is rejected with every problem logged, and the running one stays.
+
+With `mixer_url` (`--mixer-url`) the rack also enrolls with the mixer (`rack.link.MixerLink`:
+hello, heartbeats, status changes logged) while it serves the file exactly as without it; the
+deferred-adoption rule (a pending rack runs no gears) arrives with the orchestrator's scenario
+push (docs/enrollment.md).
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ import asyncio
 import logging
 import os
 import signal
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from rack.errors import FluxError, ScenarioError
 from rack.gear.registry import GearRegistry
+from rack.link import MixerLink
 from rack.model.scenario import Blueprint
 from rack.preflight import preflight_file
 from rack.runtime.rack import Rack
@@ -91,7 +98,13 @@ async def serve(
         loop.add_signal_handler(sig, requests.request_stop)
     loop.add_signal_handler(signal.SIGHUP, requests.request_reload)
     try:
-        async with Rack(settings, name=rack_name or settings.name) as rack:
+        async with (
+            Rack(settings, name=rack_name or settings.name) as rack,
+            AsyncExitStack() as resources,
+        ):
+            if settings.mixer_url:  # enrolls in the background; never blocks or fails the rack
+                link = MixerLink(settings.mixer_url, rack.name, gears=lambda: len(rack.slots))
+                await resources.enter_async_context(link)
             await rack.apply(blueprint)
             if not await _started(rack, settings.start_timeout):
                 return 1

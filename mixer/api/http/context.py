@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mixer.registry import Registry
+from mixer.registry import RackRecord, Registry
 from mixer.store import CasStore
 from rack.gear.registry import GearRegistry
 
@@ -21,6 +22,9 @@ class ApiContext:
     gears: GearRegistry
     auth_token: str | None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Called after an operator changed a rack's status (adopt, suspend, …): the mixer tells the
+    # rack at once instead of at its next heartbeat. Must not raise.
+    on_rack_change: Callable[[RackRecord], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if self.auth_token is not None and not self.auth_token.strip():

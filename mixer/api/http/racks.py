@@ -34,6 +34,8 @@ async def rename_rack(ctx: ApiContext, call: Call) -> Reply:
 def _transition(action: Callable[[Registry, str], RackRecord]) -> Handler:
     async def handler(ctx: ApiContext, call: Call) -> Reply:
         record = await asyncio.to_thread(action, ctx.registry, call.path["name"])
+        if ctx.on_rack_change is not None:
+            await ctx.on_rack_change(record)
         return Reply(200, Rack.of(record))
 
     return handler

@@ -1,0 +1,261 @@
+"""The mixer's side of enrollment: answer racks' hellos, record heartbeats, announce statuses.
+
+    async with Enrollment(hub_url, registry, settings.enrollment) as enrollment:
+        await enrollment.notify(registry.adopt("edge-1"))   # tell the rack it was adopted
+
+Subjects and messages are defined once, in `rack.link.protocol` (see docs/enrollment.md):
+
+- `fluxrig.agent.hello` (queue group `mixer`): parse the hello, `Registry.hello` (honouring
+  `[enrollment] auto_adopt`), reply `{status, machine_id, entity_id, heartbeat_interval}`; a bad
+  message or a refusal gets `{"error": {code, message}}`, naming what is wrong. Never crashes.
+- `fluxrig.event.heartbeat.<name>`: `Registry.heartbeat` stores the stats and bumps `last_seen`
+  (an offline rack comes back). The rack name is the subject's last token. Heartbeats of unknown
+  or retired racks are ignored, logged at most once a minute per name.
+- `fluxrig.rack.<name>.status`: `{status, machine_id}` whenever a rack's status changes here (a
+  hello that adopted or brought it back, a heartbeat that brought it back), when `notify` is
+  called (manual adoption, the heartbeat sweep's offline verdicts), and whenever a heartbeat says
+  the rack believes in another status than the registry's (so a change made elsewhere reaches the
+  rack within one heartbeat).
+
+The registry blocks (DuckDB): every call goes through `asyncio.to_thread`. Hellos are handled one
+at a time (one subscription), heartbeats likewise, independently of each other.
+
+Not yet: the scenario push on `fluxrig.rack.<name>.scenario` (the orchestrator), passports, and
+authentication of the rack (it is who it says it is, up to the public-key check of the registry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from mixer.errors import (
+    MachineIdsExhaustedError,
+    MixerError,
+    RackConflictError,
+    RackNameError,
+    RackNotFoundError,
+)
+from mixer.registry import RackRecord, RackStatus, Registry
+from mixer.settings import EnrollmentSection
+from rack.link.protocol import (
+    HEARTBEAT_SUBJECTS,
+    HELLO_SUBJECT,
+    QUEUE_GROUP,
+    ErrorCode,
+    Heartbeat,
+    Hello,
+    HelloReply,
+    ProtocolError,
+    StatusUpdate,
+    decode,
+    encode,
+    status_subject,
+)
+
+__all__ = ["Enrollment"]
+
+log = logging.getLogger("fluxrig.mixer.enrollment")
+
+QUIET_SECONDS = 60.0  # one log line per rack name and minute for ignored heartbeats
+_QUIET_NAMES = 1024
+
+
+class Refused(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Enrollment:
+    """The enrollment service on the hub; its own NATS connection. `aclose()` is idempotent."""
+
+    def __init__(self, url: str, registry: Registry, settings: EnrollmentSection) -> None:
+        self.url = url
+        self.registry = registry
+        self.settings = settings
+        self._nc: Client | None = None
+        self._quiet: dict[str, float] = {}
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        if self._nc is not None:
+            raise MixerError("the enrollment service is already started")
+        try:
+            nc = await nats.connect(
+                self.url, name="fluxrig-mixer enrollment", max_reconnect_attempts=-1
+            )
+        except (OSError, TimeoutError, NatsError) as exc:
+            raise MixerError(
+                f"enrollment cannot connect to the NATS hub at {self.url}: {exc}"
+            ) from exc
+        self._nc = nc
+        try:
+            await nc.subscribe(HELLO_SUBJECT, queue=QUEUE_GROUP, cb=self._on_hello)
+            await nc.subscribe(HEARTBEAT_SUBJECTS, cb=self._on_heartbeat)
+            await nc.flush()
+        except BaseException:
+            await self.aclose()
+            raise
+        log.info("enrollment listening on %s (auto_adopt=%s)", self.url, self.settings.auto_adopt)
+
+    async def aclose(self) -> None:
+        """Finish the messages being handled (drain), then close the connection."""
+        nc, self._nc = self._nc, None
+        if nc is None or nc.is_closed:
+            return
+        try:
+            await nc.drain()
+        except (NatsError, TimeoutError) as exc:
+            log.warning("enrollment: draining the NATS connection failed: %s", exc)
+        finally:
+            await nc.close()
+            log.info("enrollment closed")
+
+    # -- status announcements ---------------------------------------------------------------------
+
+    async def notify(self, record: RackRecord) -> None:
+        """Tell the rack its status (`fluxrig.rack.<name>.status`); never raises."""
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            log.debug("enrollment is closed: status of rack %r not announced", record.name)
+            return
+        update = StatusUpdate(status=record.status.value, machine_id=record.machine_id)
+        try:
+            await nc.publish(status_subject(record.name), encode(update))
+        except NatsError as exc:
+            log.warning("cannot announce the status of rack %r: %s", record.name, exc)
+
+    async def notify_all(self, records: Iterable[RackRecord]) -> None:
+        for record in records:
+            await self.notify(record)
+
+    # -- hello ------------------------------------------------------------------------------------
+
+    async def _on_hello(self, msg: Msg) -> None:
+        if not msg.reply:
+            log.warning("ignored a hello published without a reply subject (use a request)")
+            return
+        try:
+            before, record = await self._hello(msg.data)
+        except Refused as exc:
+            await self._respond(msg, {"error": {"code": exc.code, "message": exc.message}})
+            return
+        reply = HelloReply(
+            status=record.status.value,
+            machine_id=record.machine_id,
+            entity_id=record.entity_id,
+            heartbeat_interval=self.settings.heartbeat_interval,
+        )
+        await self._respond(msg, reply.model_dump())
+        if before is None:
+            log.info(
+                "rack %r enrolled: machine id %d, %s",
+                record.name,
+                record.machine_id,
+                record.status.value,
+            )
+        if record.status is not (before or RackStatus.PENDING):  # adopted or back: announce
+            await self.notify(record)
+
+    async def _hello(self, data: bytes) -> tuple[RackStatus | None, RackRecord]:
+        try:
+            hello = decode(Hello, data, "hello")
+        except ProtocolError as exc:
+            raise Refused("bad_request", str(exc)) from None
+        attributes = hello.attributes.model_dump(exclude_none=True)
+        try:
+            return await asyncio.to_thread(self._registry_hello, hello, attributes)
+        except RackNameError as exc:
+            raise Refused("bad_name", str(exc)) from None
+        except Refused as exc:
+            log.warning("hello of rack %r refused (%s): %s", hello.name, exc.code, exc.message)
+            raise
+        except MachineIdsExhaustedError as exc:
+            log.error("%s", exc)
+            raise Refused("exhausted", str(exc)) from None
+        except Exception as exc:  # the registry failed: say so, keep serving
+            log.exception("hello of rack %r failed", hello.name)
+            raise Refused("internal", f"the mixer could not record the hello: {exc}") from None
+
+    def _registry_hello(
+        self, hello: Hello, attributes: dict[str, Any]
+    ) -> tuple[RackStatus | None, RackRecord]:
+        try:
+            before: RackStatus | None = self.registry.get(hello.name).status
+        except RackNotFoundError:
+            before = None
+        try:
+            record = self.registry.hello(
+                hello.name,
+                version=hello.version,
+                attributes=attributes,
+                auto_adopt=self.settings.auto_adopt,
+            )
+        except RackConflictError as exc:
+            code: ErrorCode = "retired" if before is RackStatus.RETIRED else "name_conflict"
+            raise Refused(code, str(exc)) from None
+        return before, record
+
+    async def _respond(self, msg: Msg, body: dict[str, Any]) -> None:
+        try:
+            await msg.respond(encode(body))
+        except NatsError as exc:
+            log.warning("cannot answer a hello: %s", exc)
+
+    # -- heartbeats -------------------------------------------------------------------------------
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        name = msg.subject.rsplit(".", 1)[-1]
+        try:
+            beat = decode(Heartbeat, msg.data, f"heartbeat of rack {name!r}")
+        except ProtocolError as exc:
+            self._quietly(name, logging.WARNING, "ignored: %s", exc)
+            return
+        if beat.name != name:
+            self._quietly(
+                name, logging.WARNING, "ignored a heartbeat on %s naming rack %r", msg.subject,
+                beat.name,
+            )  # fmt: skip
+            return
+        stats = {**beat.stats.model_dump(exclude_none=True), "ts": beat.ts}
+        try:
+            record = await asyncio.to_thread(self.registry.heartbeat, name, stats)
+        except RackNotFoundError:
+            self._quietly(name, logging.INFO, "ignored heartbeats of unknown rack %r", name)
+            return
+        except RackConflictError as exc:  # retired
+            self._quietly(name, logging.WARNING, "ignored heartbeats: %s", exc)
+            return
+        except Exception:
+            log.exception("heartbeat of rack %r could not be recorded", name)
+            return
+        if beat.status != record.status.value:
+            await self.notify(record)
+
+    def _quietly(self, name: str, level: int, text: str, *args: object) -> None:
+        """Log at most once per `QUIET_SECONDS` per rack name."""
+        now = time.monotonic()
+        if now - self._quiet.get(name, -QUIET_SECONDS) < QUIET_SECONDS:
+            return
+        if len(self._quiet) >= _QUIET_NAMES:
+            self._quiet.clear()
+        self._quiet[name] = now
+        log.log(level, text + " (repeats are not logged for %gs)", *args, QUIET_SECONDS)

@@ -1,0 +1,355 @@
+"""The rack's side of enrollment: say hello to the mixer, keep heartbeating, learn the status.
+
+    async with MixerLink("nats://mixer:4222", "edge-1") as link:   # never blocks, never raises
+        ...                                                        # the rack runs meanwhile
+        await link.wait_until(lambda l: l.status == "active")
+
+Protocol (`rack.link.protocol`): a request on `fluxrig.agent.hello`; the reply gives the
+rack's status, MachineID, fluxEntityID and heartbeat interval; then a heartbeat on
+`fluxrig.event.heartbeat.<name>` every interval; status changes arrive on
+`fluxrig.rack.<name>.status`.
+
+Failure handling: the link never raises into the rack. It retries with exponential back-off
+(`backoff_initial` doubling to `backoff_max`) when the mixer's NATS is unreachable, when nobody
+answers the hello, and when the mixer refuses it (name conflict, retired name: an operator must
+act, so it retries slowly and says so). Each state change is logged once; repeats go to DEBUG.
+After the connection drops it reconnects and says hello again (the mixer may have restarted).
+
+WHAT IS NOT DONE YET: the deferred-adoption rule (a `pending` rack runs no gears and no
+telemetry) needs the orchestrator's scenario push on `fluxrig.rack.<name>.scenario`; until then
+`fluxrig run --mixer-url` runs its scenario file as before and enrolls alongside, whatever its
+status. The MachineID the mixer allocates is reported, not yet used in the rack's fluxIDs (that
+arrives with passports). The link is plain NATS to the hub's client port, without mTLS: the
+Snake (leaf node with a mixer-issued certificate) replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Self
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+
+from rack import __version__
+from rack.link.protocol import (
+    HELLO_SUBJECT,
+    ErrorBody,
+    Heartbeat,
+    Hello,
+    HelloAttributes,
+    HelloReply,
+    ProtocolError,
+    StatusUpdate,
+    decode,
+    encode,
+    error_of,
+    heartbeat_subject,
+    status_subject,
+)
+from rack.link.stats import ProcessSampler
+
+__all__ = ["LinkState", "MixerLink"]
+
+log = logging.getLogger("fluxrig.link")
+
+
+class LinkState(enum.StrEnum):
+    """Where the link is; the rack's registry status is `MixerLink.status`, a separate thing."""
+
+    CONNECTING = "connecting"
+    UNREACHABLE = "unreachable"  # the mixer's NATS does not accept connections
+    NO_MIXER = "no_mixer"  # NATS answers, the enrollment service does not
+    REFUSED = "refused"  # the mixer refused the hello (see `error`)
+    ENROLLED = "enrolled"
+    CLOSED = "closed"
+
+
+class _Backoff:
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial, self.maximum, self._next = initial, maximum, initial
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class MixerLink:
+    """One rack's enrollment link to the mixer. `aclose()` is idempotent.
+
+    Observable state (for the rack and tests): `state`, `status` (the registry status, None
+    until the first reply), `machine_id`, `entity_id`, `heartbeat_interval`, `error` (the last
+    refusal), `hellos` and `heartbeats` (how many were sent), `status_updates` (how many status
+    messages arrived); `wait_until(predicate)` waits for a change that satisfies `predicate`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        version: str = __version__,
+        public_key: str | None = None,
+        gears: Callable[[], int] | None = None,
+        request_timeout: float = 5.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.url, self.name = url, name
+        self.hello = Hello(
+            name=name,
+            version=version,
+            attributes=HelloAttributes(
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                python=platform.python_version(),
+                public_key=public_key,
+            ),
+        )
+        self.state = LinkState.CONNECTING
+        self.status: str | None = None
+        self.machine_id: int | None = None
+        self.entity_id: int | None = None
+        self.heartbeat_interval: float | None = None
+        self.error: ErrorBody | None = None
+        self.hellos = 0
+        self.heartbeats = 0
+        self.status_updates = 0
+        self._gears = gears
+        self._request_timeout = request_timeout
+        self._backoff = _Backoff(backoff_initial, backoff_max)
+        self._sampler = ProcessSampler()
+        self._said: tuple[LinkState, str] | None = None
+        self._changed = asyncio.Event()
+        self._stack: AsyncExitStack | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start enrolling in the background; returns at once."""
+        if self._stack is not None:
+            raise RuntimeError("the mixer link is already started")
+        self._stack = stack = AsyncExitStack()
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        self._task = tasks.create_task(self._run(), name=f"mixer-link {self.name}")
+        stack.callback(self._cancel)  # runs before the TaskGroup exits
+
+    async def aclose(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        await stack.aclose()
+        self._set_state(LinkState.CLOSED, "", logging.DEBUG)
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def wait_until(
+        self, predicate: Callable[[MixerLink], bool], timeout: float | None = None
+    ) -> None:
+        """Wait until `predicate(link)` holds (checked after every change of the link)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                changed = self._changed
+                await changed.wait()
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            nc, closed = await self._connect()
+            try:
+                await self._session(nc, closed)
+            finally:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+            self._set_state(
+                LinkState.CONNECTING,
+                f"lost the connection to the mixer at {self.url}; reconnecting",
+                logging.WARNING,
+            )
+            await asyncio.sleep(self._backoff.next())  # a retry delay, not synchronisation
+
+    async def _connect(self) -> tuple[Client, asyncio.Event]:
+        """Connect to the mixer's NATS, retrying with back-off for as long as it takes."""
+        while True:
+            closed = asyncio.Event()
+            causes: list[str] = []
+            try:
+                nc = await self._dial(closed, causes)
+            except (OSError, TimeoutError, NatsError) as exc:
+                cause = causes[-1] if causes else str(exc) or type(exc).__name__
+                delay = self._backoff.next()
+                self._set_state(
+                    LinkState.UNREACHABLE,
+                    f"cannot reach the mixer's NATS at {self.url} ({cause}); retrying with "
+                    f"back-off up to {self._backoff.maximum:g}s",
+                    logging.WARNING,
+                )
+                await asyncio.sleep(delay)  # a retry delay, not synchronisation
+                continue
+            return nc, closed
+
+    async def _dial(self, closed: asyncio.Event, causes: list[str]) -> Client:
+        async def on_error(exc: Exception) -> None:
+            causes.append(str(exc) or type(exc).__name__)
+
+        async def on_closed() -> None:
+            closed.set()
+
+        return await nats.connect(
+            self.url,
+            name=f"fluxrig-rack {self.name}",
+            connect_timeout=self._request_timeout,
+            allow_reconnect=False,  # _connect reconnects, with back-off and a new hello
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
+            error_cb=on_error,
+            closed_cb=on_closed,
+            disconnected_cb=on_closed,
+        )
+
+    async def _session(self, nc: Client, closed: asyncio.Event) -> None:
+        await nc.subscribe(status_subject(self.name), cb=self._on_status)
+        if await self._enroll(nc, closed):
+            await self._heartbeat(nc, closed)
+
+    async def _enroll(self, nc: Client, closed: asyncio.Event) -> bool:
+        """Say hello until the mixer accepts it (True) or the connection closes (False)."""
+        while not closed.is_set():
+            self.hellos += 1
+            try:
+                msg = await nc.request(
+                    HELLO_SUBJECT, encode(self.hello), timeout=self._request_timeout
+                )
+            except NoRespondersError:
+                self._no_mixer("no mixer enrollment service listens there")
+            except TimeoutError:
+                self._no_mixer(f"no answer to hello within {self._request_timeout:g}s")
+            except NatsError:
+                return False  # the connection is closing: reconnect
+            else:
+                if self._accept(msg.data):
+                    return True
+            if await _closed_within(closed, self._backoff.next()):
+                return False
+        return False
+
+    def _accept(self, data: bytes) -> bool:
+        error = error_of(data)
+        if error is not None:
+            self.error = error
+            self._set_state(
+                LinkState.REFUSED,
+                f"the mixer refused this rack's hello as '{self.name}' ({error.code}): "
+                f"{error.message}; retrying with back-off up to {self._backoff.maximum:g}s",
+                logging.ERROR,
+            )
+            return False
+        try:
+            reply = decode(HelloReply, data, "hello reply")
+        except ProtocolError as exc:
+            self._no_mixer(f"unusable reply: {exc}")
+            return False
+        self.error = None
+        self.machine_id, self.entity_id = reply.machine_id, reply.entity_id
+        self.heartbeat_interval, self.status = reply.heartbeat_interval, reply.status
+        self._backoff.reset()
+        self._set_state(
+            LinkState.ENROLLED,
+            f"enrolled with the mixer as '{self.name}' (machine id {reply.machine_id}, "
+            f"status {reply.status})",
+            logging.INFO,
+            force=True,
+        )
+        return True
+
+    async def _heartbeat(self, nc: Client, closed: asyncio.Event) -> None:
+        interval = self.heartbeat_interval or 5.0
+        subject = heartbeat_subject(self.name)
+        while not await _closed_within(closed, interval):
+            gears = self._gears() if self._gears is not None else None
+            beat = Heartbeat(
+                name=self.name,
+                ts=time.time(),
+                status=self.status,
+                stats=self._sampler.sample(gears),
+            )
+            try:
+                await nc.publish(subject, encode(beat))
+            except NatsError:
+                return
+            self.heartbeats += 1
+            self._touch()
+
+    async def _on_status(self, msg: Msg) -> None:
+        try:
+            update = decode(StatusUpdate, msg.data, "status update")
+        except ProtocolError as exc:
+            log.warning("ignored a malformed status update from the mixer: %s", exc)
+            return
+        if self.status is not None and update.status != self.status:
+            log.info(
+                "the mixer changed this rack's status: %s -> %s (machine id %d)",
+                self.status or "unknown",
+                update.status,
+                update.machine_id,
+            )
+        self.status, self.machine_id = update.status, update.machine_id
+        self.status_updates += 1
+        self._touch()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _no_mixer(self, why: str) -> None:
+        self._set_state(
+            LinkState.NO_MIXER,
+            f"the mixer at {self.url} did not take this rack's hello: {why}; retrying with "
+            f"back-off up to {self._backoff.maximum:g}s",
+            logging.WARNING,
+        )
+
+    def _set_state(self, state: LinkState, text: str, level: int, *, force: bool = False) -> None:
+        """Record the state; log it once per change (repeats at DEBUG)."""
+        self.state = state
+        said = (state, text)
+        if text:
+            log.log(level if force or said != self._said else logging.DEBUG, "%s", text)
+        self._said = said
+        self._touch()
+
+    def _touch(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+
+async def _closed_within(closed: asyncio.Event, seconds: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await closed.wait()
+    return closed.is_set()

@@ -1,0 +1,177 @@
+"""The enrollment protocol between a rack and the mixer: subjects and message shapes (JSON).
+
+Both sides import this module (the mixer depends on the rack, never the reverse), so the wire
+format has one definition. Every message is a UTF-8 JSON object of at most `MAX_PAYLOAD` bytes.
+
+    rack → mixer  request  fluxrig.agent.hello              Hello
+    mixer → rack  reply                                     HelloReply | {"error": ErrorBody}
+    rack → mixer  publish  fluxrig.event.heartbeat.<name>   Heartbeat (every heartbeat_interval)
+    mixer → rack  publish  fluxrig.rack.<name>.status       StatusUpdate (on every status change)
+    mixer → rack  publish  fluxrig.rack.<name>.scenario     (reserved: the orchestrator's push)
+
+Error codes of a refused hello: `bad_request` (not JSON, not an object, a field missing or of
+the wrong type, too large), `bad_name` (the name breaks the naming rule), `name_conflict` (the
+name belongs to another machine: different public key), `retired` (the name belongs to a
+retired rack), `exhausted` (no MachineID left), `internal` (the mixer failed; retry later).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "HEARTBEAT_SUBJECTS",
+    "HELLO_SUBJECT",
+    "MAX_PAYLOAD",
+    "QUEUE_GROUP",
+    "ErrorBody",
+    "ErrorCode",
+    "Heartbeat",
+    "Hello",
+    "HelloAttributes",
+    "HelloReply",
+    "ProtocolError",
+    "StatusUpdate",
+    "decode",
+    "encode",
+    "error_of",
+    "heartbeat_subject",
+    "scenario_subject",
+    "status_subject",
+]
+
+HELLO_SUBJECT = "fluxrig.agent.hello"
+HEARTBEAT_SUBJECTS = "fluxrig.event.heartbeat.*"
+QUEUE_GROUP = "mixer"
+MAX_PAYLOAD = 64 * 1024
+
+ErrorCode = Literal["bad_request", "bad_name", "name_conflict", "retired", "exhausted", "internal"]
+
+
+def heartbeat_subject(rack: str) -> str:
+    return f"fluxrig.event.heartbeat.{rack}"
+
+
+def status_subject(rack: str) -> str:
+    return f"fluxrig.rack.{rack}.status"
+
+
+def scenario_subject(rack: str) -> str:
+    """Where the orchestrator will push the rack's scenario (not published yet)."""
+    return f"fluxrig.rack.{rack}.scenario"
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the text says what is wrong with it."""
+
+
+class _Message(BaseModel):
+    # Unknown keys are ignored: a newer peer may add fields without breaking an older one.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+M = TypeVar("M", bound=_Message)
+
+
+class HelloAttributes(_Message):
+    """What the rack says about itself; stored as the registry's `attributes`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    hostname: str | None = None
+    pid: int | None = None
+    python: str | None = None
+    public_key: str | None = None
+
+
+class Hello(_Message):
+    """The rack's announcement; the mixer checks the name (NAME_PATTERN of scenarios)."""
+
+    name: str
+    version: str | None = None
+    attributes: HelloAttributes = Field(default_factory=HelloAttributes)
+
+
+class HelloReply(_Message):
+    status: str
+    machine_id: int = Field(ge=1, le=65535)
+    entity_id: int
+    heartbeat_interval: float = Field(gt=0)
+
+
+class ErrorBody(_Message):
+    code: str
+    message: str
+
+
+class HeartbeatStats(_Message):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+    load1: float | None = None
+    gears: int | None = None
+
+
+class Heartbeat(_Message):
+    """`status` is what the rack believes its status is: the mixer corrects it when it differs."""
+
+    name: str
+    ts: float
+    status: str | None = None
+    stats: HeartbeatStats = Field(default_factory=HeartbeatStats)
+
+
+class StatusUpdate(_Message):
+    status: str
+    machine_id: int
+
+
+def encode(message: BaseModel | dict[str, Any]) -> bytes:
+    if isinstance(message, BaseModel):
+        return message.model_dump_json(exclude_none=True).encode()
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def decode(kind: type[M], data: bytes, what: str) -> M:
+    """Parse `data` as a `kind`; ProtocolError says what is wrong, naming the field."""
+    if len(data) > MAX_PAYLOAD:
+        raise ProtocolError(f"{what} is {len(data)} bytes; the limit is {MAX_PAYLOAD}")
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{what} must be a JSON object, got {type(raw).__name__}")
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as exc:
+        raise ProtocolError(f"{what}: {_problems(exc)}") from None
+
+
+def error_of(data: bytes) -> ErrorBody | None:
+    """The `error` of a reply, if it is an error reply."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(raw, dict) and isinstance(raw.get("error"), dict):
+        try:
+            return ErrorBody.model_validate(raw["error"])
+        except ValidationError:
+            return None
+    return None
+
+
+def _problems(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "(message)"
+        if err["type"] == "missing":
+            parts.append(f"field '{field}' is missing")
+        else:
+            parts.append(f"field '{field}': {str(err['msg']).removeprefix('Value error, ')}")
+    return "; ".join(parts)
