@@ -202,7 +202,7 @@ class Mixer:
         stack.callback(_closing, "registry", registry.close)
 
     async def _start_hub(self, stack: AsyncExitStack) -> None:
-        nats = self.settings.nats
+        nats = self.settings.hub
         config = NatsServerConfig(
             host=nats.host,
             port=nats.port,

@@ -54,7 +54,7 @@ def flags_of(args: argparse.Namespace) -> dict[str, Any]:
         "mixer.state_dir": args.state_dir,
         "mixer.log_level": args.log_level,
         "mixer.log_format": args.log_format,
-        "nats.port": args.nats_port,
+        "hub.port": args.nats_port,
         "api.port": args.api_port,
         "api.grpc_port": args.grpc_port,
         "api.insecure": True if args.insecure else None,

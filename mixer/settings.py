@@ -44,9 +44,9 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "ApiSection",
     "EnrollmentSection",
+    "HubSection",
     "MixerSection",
     "MixerSettings",
-    "NatsSection",
     "load_mixer_settings",
 ]
 
@@ -65,7 +65,7 @@ FLAG_NAMES = {
     "mixer.log_level": "--log-level",
     "mixer.log_format": "--log-format",
     "mixer.startup_scenario": "-s/--scenario",
-    "nats.port": "--nats-port",
+    "hub.port": "--nats-port",
     "api.port": "--api-port",
     "api.grpc_port": "--grpc-port",
     "api.insecure": "--insecure",
@@ -110,8 +110,11 @@ class MixerSection(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
-class NatsSection(_Section):
-    """`[nats]`: the embedded nats-server hub (JetStream) that racks connect to."""
+class HubSection(_Section):
+    """`[hub]`: the embedded nats-server hub (JetStream) that racks connect to.
+
+    Named `hub`, not `nats`, so its variables (`FLUXRIG_HUB_PORT`, …) never configure a rack
+    started from the same environment (the rack's embedded server reads `FLUXRIG_NATS_*`)."""
 
     host: str = Field(default="127.0.0.1", description="Listen address of the NATS hub.")
     port: int = _port(4222, "Client port of the NATS hub")
@@ -196,7 +199,7 @@ class MixerSettings(BaseSettings):
     mixer: MixerSection = Field(
         default_factory=MixerSection, description="State, logging, startup scenario."
     )
-    nats: NatsSection = Field(default_factory=NatsSection, description="Embedded NATS hub.")
+    hub: HubSection = Field(default_factory=HubSection, description="Embedded NATS hub.")
     api: ApiSection = Field(default_factory=ApiSection, description="REST and gRPC APIs.")
     enrollment: EnrollmentSection = Field(
         default_factory=EnrollmentSection, description="Rack enrollment and presence."
@@ -207,12 +210,12 @@ class MixerSettings(BaseSettings):
         if self.api.auth_token is None and not self.api.insecure:
             raise ValueError(NO_TOKEN)
         ports = {
-            "nats.port": self.nats.port,
+            "hub.port": self.hub.port,
             "api.port": self.api.port,
             "api.grpc_port": self.api.grpc_port,
         }
-        if self.nats.leafnodes:
-            ports["nats.leafnode_port"] = self.nats.leafnode_port
+        if self.hub.leafnodes:
+            ports["hub.leafnode_port"] = self.hub.leafnode_port
         seen: dict[int, str] = {}
         for key, port in ports.items():
             if port and port in seen:
@@ -223,7 +226,7 @@ class MixerSettings(BaseSettings):
     @property
     def hub_store(self) -> Path:
         """The NATS hub's JetStream store directory."""
-        return self.nats.store_dir or self.mixer.state_dir / "hub"
+        return self.hub.store_dir or self.mixer.state_dir / "hub"
 
     @classmethod
     def settings_customise_sources(

@@ -55,7 +55,7 @@ def settings(tmp_path: Path) -> Settings:
     def make(**sections: dict[str, Any]) -> MixerSettings:
         base: dict[str, dict[str, Any]] = {
             "mixer": {"state_dir": tmp_path / "state"},
-            "nats": {"port": 0, "leafnode_port": 0},
+            "hub": {"port": 0, "leafnode_port": 0},
             "api": {"port": 0, "grpc_port": 0, "auth_token": TOKEN},
         }
         for name, values in sections.items():

@@ -41,7 +41,7 @@ def mixer_settings(
     return MixerSettings.model_validate(
         {
             "mixer": {"state_dir": state},
-            "nats": {"port": nats_port, "leafnodes": False},
+            "hub": {"port": nats_port, "leafnodes": False},
             "api": {"port": 0, "grpc_port": 0, "insecure": True},
             "enrollment": {
                 "heartbeat_interval": 0.1,

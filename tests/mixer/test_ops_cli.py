@@ -399,7 +399,7 @@ async def test_against_a_real_mixer(
             monkeypatch.delenv(key)
     settings: dict[str, Any] = {
         "mixer": {"state_dir": tmp_path / "state"},
-        "nats": {"port": 0, "leafnode_port": 0},
+        "hub": {"port": 0, "leafnode_port": 0},
         "api": {"port": 0, "grpc_port": 0, "auth_token": TOKEN},
     }
     async with Mixer(MixerSettings.model_validate(settings)) as mixer:

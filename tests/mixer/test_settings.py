@@ -31,7 +31,7 @@ def test_defaults_with_insecure() -> None:
     settings = load_mixer_settings(None, {"api.insecure": True})
     assert settings.mixer.state_dir == Path(".fluxrig-mixer")
     assert settings.mixer.startup_scenario == ""
-    assert (settings.nats.host, settings.nats.port, settings.nats.leafnode_port) == (
+    assert (settings.hub.host, settings.hub.port, settings.hub.leafnode_port) == (
         "127.0.0.1",
         4222,
         7422,
@@ -61,27 +61,27 @@ def test_precedence_file_env_flags_for_nested_keys(
         tmp_path / "m.toml",
         '[mixer]\nstate_dir = "/srv/mixer"\nlog_level = "debug"\n'
         f'[api]\nport = 1000\ngrpc_port = 1001\nauth_token = "{TOKEN}"\n'
-        "[enrollment]\nauto_adopt = false\nmax_missed = 5\n[nats]\nport = 1002\n",
+        "[enrollment]\nauto_adopt = false\nmax_missed = 5\n[hub]\nport = 1002\n",
     )
     monkeypatch.setenv("FLUXRIG_API_PORT", "2000")
     monkeypatch.setenv("fluxrig_enrollment_auto_adopt", "true")
-    monkeypatch.setenv("FLUXRIG_NATS_PORT", "2002")
+    monkeypatch.setenv("FLUXRIG_HUB_PORT", "2002")
     monkeypatch.setenv("FLUXRIG_NATS_SERVER", "/not/a/setting")  # other FLUXRIG_ vars: ignored
-    settings = load_mixer_settings(config, {"nats.port": 3002, "api.grpc_port": None})
+    settings = load_mixer_settings(config, {"hub.port": 3002, "api.grpc_port": None})
     assert settings.mixer.state_dir == Path("/srv/mixer")  # file only
     assert settings.mixer.log_level == "DEBUG"
     assert settings.enrollment.max_missed == 5  # file only
     assert settings.api.port == 2000  # env beats file
     assert settings.enrollment.auto_adopt is True  # env, any case
-    assert settings.nats.port == 3002  # flag beats env and file
+    assert settings.hub.port == 3002  # flag beats env and file
     assert settings.api.grpc_port == 1001  # a flag given as None is not given
     assert settings.api.token == TOKEN
 
 
 def test_default_file_is_picked_up(tmp_path: Path) -> None:
-    write(tmp_path / "fluxrig-mixer.toml", "[api]\ninsecure = true\n[nats]\nport = 4999\n")
-    assert load_mixer_settings(None, {}).nats.port == 4999
-    assert MixerSettings().nats.port == 4999
+    write(tmp_path / "fluxrig-mixer.toml", "[api]\ninsecure = true\n[hub]\nport = 4999\n")
+    assert load_mixer_settings(None, {}).hub.port == 4999
+    assert MixerSettings().hub.port == 4999
 
 
 def test_token_from_fluxrig_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,8 +132,8 @@ def test_bad_value_names_key_and_source(monkeypatch: pytest.MonkeyPatch, tmp_pat
     config = write(tmp_path / "m.toml", "[enrollment]\nheartbeat_interval = -1\n")
     with pytest.raises(SettingsError, match=r"'enrollment.heartbeat_interval' = -1 from .*m\.toml"):
         load_mixer_settings(config, {"api.insecure": True})
-    with pytest.raises(SettingsError, match=r"'nats\.port' = 70000 from flag --nats-port"):
-        load_mixer_settings(None, {"api.insecure": True, "nats.port": 70000})
+    with pytest.raises(SettingsError, match=r"'hub\.port' = 70000 from flag --nats-port"):
+        load_mixer_settings(None, {"api.insecure": True, "hub.port": 70000})
     with pytest.raises(SettingsError, match=r"'mixer\.state_dir' = 5 from flag --state-dir"):
         load_mixer_settings(None, {"api.insecure": True, "mixer.state_dir": 5})
 
@@ -151,7 +151,7 @@ def test_clashing_ports_are_refused() -> None:
     with pytest.raises(SettingsError, match=r"api.port and api.grpc_port are both 9000"):
         load_mixer_settings(None, {"api.insecure": True, "api.port": 9000, "api.grpc_port": 9000})
     settings = load_mixer_settings(
-        None, {"api.insecure": True, "api.port": 0, "api.grpc_port": 0, "nats.port": 0}
+        None, {"api.insecure": True, "api.port": 0, "api.grpc_port": 0, "hub.port": 0}
     )
     assert settings.api.port == settings.api.grpc_port == 0  # 0 = any free port, never a clash
 
@@ -161,7 +161,7 @@ def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"\[api\]: unknown setting 'prot'; known: host, port"):
         load_mixer_settings(config, {})
     config = write(tmp_path / "m.toml", "[apii]\nport = 5\n")
-    with pytest.raises(SettingsError, match=r"unknown setting 'apii'; known: mixer, nats, api"):
+    with pytest.raises(SettingsError, match=r"unknown setting 'apii'; known: mixer, hub, api"):
         load_mixer_settings(config, {})
     config = write(tmp_path / "m.toml", "api = 5\n")
     with pytest.raises(SettingsError, match=r"`api` must be a table \(\[api\]\)"):
