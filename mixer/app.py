@@ -39,6 +39,8 @@ import duckdb
 import yaml
 from aiohttp import web
 
+from mixer.api.grpc import GrpcApi
+from mixer.api.http import ApiContext, build_app
 from mixer.enrollment import Enrollment
 from mixer.errors import MixerError
 from mixer.registry import RackRecord, Registry
@@ -75,6 +77,7 @@ class Mixer:
         self.ready = asyncio.Event()
         self.startup: StartupChoice | None = None
         self.api_url: str | None = None
+        self.grpc_target: str | None = None  # host:port of the gRPC API once started
         self._on_offline = on_offline
         self._stack: AsyncExitStack | None = None
         self._stopping = asyncio.Event()
@@ -147,9 +150,10 @@ class Mixer:
             raise
         self.ready.set()
         log.info(
-            "mixer ready: NATS hub %s, REST API %s, state dir %s",
+            "mixer ready: NATS hub %s, REST API %s, gRPC API %s, state dir %s",
             self.nats_url,
             self.api_url,
+            self.grpc_target,
             self.settings.mixer.state_dir,
         )
 
@@ -165,6 +169,7 @@ class Mixer:
             self._hub = self._db = self._store = self._registry = None
             self._enrollment = None
             self.api_url = None
+            self.grpc_target = None
             log.info("mixer closed")
 
     async def _open(self, stack: AsyncExitStack) -> None:
@@ -184,7 +189,9 @@ class Mixer:
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         stack.callback(self._stopping.set)  # runs before the TaskGroup exits: the tasks return
         tasks.create_task(self._sweep_heartbeats(), name="heartbeat-sweep")
-        await self._start_http_api(stack)
+        context = self._api_context()
+        await self._start_http_api(stack, context)
+        await self._start_grpc_api(stack, context)
 
     async def _open_database(self, stack: AsyncExitStack, state: Path) -> None:
         path = state / DATABASE_FILE
@@ -218,14 +225,12 @@ class Mixer:
         if hub.leafnode_port is not None:
             log.info("NATS hub accepts rack leaf nodes on port %d", hub.leafnode_port)
 
-    async def _start_http_api(self, stack: AsyncExitStack) -> None:
-        """Hook of the REST API (mixer.api.http): AppRunner + TCPSite on [api] host:port."""
-        from mixer.api.http import ApiContext, build_app
-
+    def _api_context(self) -> ApiContext:
+        """What both APIs (REST and gRPC) work on, with the same token and limits."""
         api = self.settings.api
         if api.token is None:
             log.warning("the API runs WITHOUT authentication ([api] insecure); do not expose it")
-        context = ApiContext(
+        return ApiContext(
             store=self.store,
             registry=self.registry,
             gears=self.gears,
@@ -233,6 +238,18 @@ class Mixer:
             max_body_bytes=api.max_body_bytes,
             on_rack_change=self.enrollment.notify,
         )
+
+    async def _start_grpc_api(self, stack: AsyncExitStack, context: ApiContext) -> None:
+        """The gRPC API (mixer.api.grpc) on [api] host:grpc_port, with health and reflection."""
+        grpc_api = GrpcApi(context, self.settings.api.host, self.settings.api.grpc_port)
+        await grpc_api.start()  # MixerError when the port is taken
+        stack.push_async_callback(_aclosing, "gRPC API", grpc_api.aclose)
+        self.grpc_target = grpc_api.target
+        log.info("gRPC API listening on %s", self.grpc_target)
+
+    async def _start_http_api(self, stack: AsyncExitStack, context: ApiContext) -> None:
+        """Hook of the REST API (mixer.api.http): AppRunner + TCPSite on [api] host:port."""
+        api = self.settings.api
         runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
         await runner.setup()
         stack.push_async_callback(_aclosing, "REST API", runner.cleanup)

@@ -237,3 +237,25 @@ def test_missing_or_invalid_stored_scenario_is_fatal(store: CasStore, gears: Gea
 )
 def test_slug(title: str, name: str) -> None:
     assert slug(title) == name
+
+
+async def test_mixer_serves_the_grpc_api_with_health_and_the_token(settings: Settings) -> None:
+    import grpc
+    from fluxrig.v1 import racks_pb2, racks_pb2_grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with Mixer(settings()) as mixer:
+        assert mixer.grpc_target is not None
+        mixer.registry.hello("edge-g", version="test")
+        async with grpc.aio.insecure_channel(mixer.grpc_target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            status = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert status.status == health_pb2.HealthCheckResponse.SERVING  # no token needed
+            racks = racks_pb2_grpc.RackServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await racks.ListRacks(racks_pb2.ListRacksRequest())
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            reply = await racks.ListRacks(
+                racks_pb2.ListRacksRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),)
+            )
+            assert [(r.name, r.status) for r in reply.racks] == [("edge-g", "pending")]

@@ -104,7 +104,15 @@ async def test_runs_until_signal_then_closes_everything(
         assert await mixer.stop(sig) == 0
     log = mixer.log()
     closed = [m[1] for m in re.finditer(r"fluxrig\.mixer: (.+) closed$", log, re.M)]
-    assert closed == ["REST API", "NATS hub", "registry", "CAS store", "database", "mixer"], log
+    assert closed == [
+        "gRPC API",
+        "REST API",
+        "NATS hub",
+        "registry",
+        "CAS store",
+        "database",
+        "mixer",
+    ], log
     assert (tmp_path / "st" / "mixer.duckdb").is_file()
     assert "Traceback" not in log
 
