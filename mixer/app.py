@@ -32,8 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self, TypeVar
+from typing import Literal, TypeVar
 
 import duckdb
 import yaml
@@ -48,6 +47,7 @@ from mixer.settings import MixerSettings
 from mixer.store import CasStore, digest_of
 from rack.errors import ScenarioError
 from rack.gear.registry import GearRegistry
+from rack.lifecycle import Service
 from rack.model.scenario import Blueprint
 from rack.natsd import NatsServer, NatsServerConfig
 from rack.preflight import preflight_document
@@ -63,7 +63,7 @@ OfflineHook = Callable[[Sequence[RackRecord]], object]
 T = TypeVar("T")
 
 
-class Mixer:
+class Mixer(Service):
     """The running control plane; `async with Mixer(settings)` starts it, leaving it closes all.
 
     After start: `nats_url` (the hub), `db` (DuckDB connection), `store` (CasStore), `registry`,
@@ -127,15 +127,6 @@ class Mixer:
         return value
 
     # -- lifecycle ------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Open everything (see the module doc); on failure close what was opened and raise."""

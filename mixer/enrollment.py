@@ -30,8 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -47,6 +46,7 @@ from mixer.errors import (
 )
 from mixer.registry import RackRecord, RackStatus, Registry
 from mixer.settings import EnrollmentSection
+from rack.lifecycle import Service
 from rack.link.protocol import (
     HEARTBEAT_SUBJECTS,
     HELLO_SUBJECT,
@@ -76,7 +76,7 @@ class Refused(Exception):
         self.code, self.message = code, message
 
 
-class Enrollment:
+class Enrollment(Service):
     """The enrollment service on the hub; its own NATS connection. `aclose()` is idempotent."""
 
     def __init__(self, url: str, registry: Registry, settings: EnrollmentSection) -> None:
@@ -85,15 +85,6 @@ class Enrollment:
         self.settings = settings
         self._nc: Client | None = None
         self._quiet: dict[str, float] = {}
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         if self._nc is not None:

@@ -33,8 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from rack.config_layers import EnvSource, TomlSource, load_layered
-from rack.errors import SettingsError
+from rack.config_layers import EnvSource, TomlSource, existing, load_layered
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -241,7 +240,7 @@ class MixerSettings(BaseSettings):
         return (
             init_settings,
             EnvSource(settings_cls, ENV_PREFIX, ENV_ALIASES),
-            TomlSource(settings_cls, _default_file(), None),
+            TomlSource(settings_cls, existing(DEFAULT_CONFIG_FILE), None),
         )
 
 
@@ -251,11 +250,10 @@ def load_mixer_settings(config_file: Path | None, flags: dict[str, Any]) -> Mixe
     `config_file` None means ./fluxrig-mixer.toml when it exists; a named file must exist.
     Raises `SettingsError` naming the key and source of every bad value.
     """
-    if config_file is not None and not config_file.is_file():
-        raise SettingsError(f"settings file {config_file} not found")
     return load_layered(
         MixerSettings,
-        file=config_file or _default_file(),
+        file=config_file,
+        default_file=DEFAULT_CONFIG_FILE,
         table=None,
         env_prefix=ENV_PREFIX,
         flags=flags,
@@ -263,7 +261,3 @@ def load_mixer_settings(config_file: Path | None, flags: dict[str, Any]) -> Mixe
         flag_names=FLAG_NAMES,
         what="mixer settings",
     )
-
-
-def _default_file() -> Path | None:
-    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None

@@ -204,10 +204,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
 # -- loading -------------------------------------------------------------------------------------
 
 
+def existing(path: Path | None) -> Path | None:
+    """`path` when it names an existing file, else None (optional default settings files)."""
+    return path if path is not None and path.is_file() else None
+
+
 def load_layered(
     model: type[S],
     *,
     file: Path | None,
+    default_file: Path | None = None,
     table: str | None,
     env_prefix: str,
     flags: Mapping[str, Any],
@@ -217,7 +223,11 @@ def load_layered(
 ) -> S:
     """`model` from `file` (its `[table]`, or all of it) < environment < `flags`; see the module
     doc. `flag_names` spells flags in messages (`{"mixer.state_dir": "--state-dir"}`; default
-    `--api-port` for `api.port`); `what` names the model in errors that concern no single key."""
+    `--api-port` for `api.port`); `what` names the model in errors that concern no single key.
+    A named `file` must exist; without one, `default_file` is read when it exists."""
+    if file is not None and not file.is_file():
+        raise SettingsError(f"settings file {file} not found")
+    file = file or existing(default_file)
     merged: dict[Key, Setting] = {}
     merged.update(TomlSource(model, file, table).settings)
     merged.update(EnvSource(model, env_prefix, env_aliases).settings)

@@ -28,12 +28,11 @@ import sys
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rack.errors import NatsServerError
+from rack.lifecycle import Service
 from rack.model.fluxmsg import MAX_BYTES
 
 __all__ = ["NatsServer", "NatsServerConfig", "find_nats_server", "render_config"]
@@ -184,7 +183,7 @@ def _death_signal_hook() -> Callable[[], None] | None:
     return hook
 
 
-class NatsServer:
+class NatsServer(Service):
     """A running nats-server child; `async with` starts it (ready) and stops it."""
 
     def __init__(
@@ -249,15 +248,6 @@ class NatsServer:
         return self._ports[kind]
 
     # -- lifecycle ----------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Start the child and return once it is ready; raise `NatsServerError` otherwise."""

@@ -21,8 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from rack.config_layers import TomlSource, load_layered
-from rack.errors import SettingsError
+from rack.config_layers import TomlSource, existing, load_layered
 from rack.model.scenario import NAME_PATTERN
 
 DEFAULT_CONFIG_FILE = Path("fluxrig.toml")
@@ -148,7 +147,11 @@ class RackSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """`RackSettings()`: keyword arguments > environment > ./fluxrig.toml `[rack]`."""
-        return init_settings, env_settings, TomlSource(settings_cls, _default_file(), TABLE)
+        return (
+            init_settings,
+            env_settings,
+            TomlSource(settings_cls, existing(DEFAULT_CONFIG_FILE), TABLE),
+        )
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> RackSettings:
@@ -156,17 +159,12 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> RackSe
 
     `config_file` None means ./fluxrig.toml when it exists; a named file must exist.
     """
-    if config_file is not None and not config_file.is_file():
-        raise SettingsError(f"settings file {config_file} not found")
     return load_layered(
         RackSettings,
-        file=config_file or _default_file(),
+        file=config_file,
+        default_file=DEFAULT_CONFIG_FILE,
         table=TABLE,
         env_prefix=ENV_PREFIX,
         flags=overrides,
         what="rack settings",
     )
-
-
-def _default_file() -> Path | None:
-    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None

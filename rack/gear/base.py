@@ -46,6 +46,17 @@ ConfigT = TypeVar("ConfigT", bound=GearConfig)
 Output = FluxMsg | tuple[str, FluxMsg] | Sequence[FluxMsg | tuple[str, FluxMsg]] | None
 
 
+def normalize_output(result: Output) -> list[tuple[str, FluxMsg]]:
+    """What `process` returned, as `(port, msg)` pairs (used by the runtime and the harness)."""
+    if result is None:
+        return []
+    if isinstance(result, FluxMsg):
+        return [(DEFAULT_OUT, result)]
+    if isinstance(result, tuple):
+        return [result]
+    return [(DEFAULT_OUT, item) if isinstance(item, FluxMsg) else item for item in result]
+
+
 @dataclass(frozen=True, slots=True)
 class Ports:
     """Port names of one gear instance. Every gear also has the output port `error`."""

@@ -16,7 +16,7 @@ from collections import defaultdict
 from types import TracebackType
 from typing import Any
 
-from rack.gear.base import DEFAULT_IN, DEFAULT_OUT, Gear, Output
+from rack.gear.base import DEFAULT_IN, DEFAULT_OUT, Gear, normalize_output
 from rack.gear.context import GearContext, GearStats
 from rack.model.fluxmsg import FluxMsg
 from rack.model.ids import FluxIdGenerator
@@ -66,17 +66,6 @@ class CollectingEmitter:
                 self._changed.clear()
                 await self._changed.wait()
         return self.by_port[port]
-
-
-def normalize_output(result: Output) -> list[tuple[str, FluxMsg]]:
-    """Turn what `process` returned into `(port, msg)` pairs (the runtime does the same)."""
-    if result is None:
-        return []
-    if isinstance(result, FluxMsg):
-        return [(DEFAULT_OUT, result)]
-    if isinstance(result, tuple):
-        return [result]
-    return [(DEFAULT_OUT, item) if isinstance(item, FluxMsg) else item for item in result]
 
 
 class GearHarness:

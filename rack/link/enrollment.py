@@ -35,8 +35,6 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Self
 
 import nats
 from nats.aio.client import Client
@@ -45,6 +43,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from rack import __version__
+from rack.lifecycle import Service
 from rack.link.protocol import (
     HELLO_SUBJECT,
     ErrorBody,
@@ -90,7 +89,7 @@ class _Backoff:
         self._next = self.initial
 
 
-class MixerLink:
+class MixerLink(Service):
     """One rack's enrollment link to the mixer. `aclose()` is idempotent.
 
     Observable state (for the rack and tests): `state`, `status` (the registry status, None
@@ -139,15 +138,6 @@ class MixerLink:
         self._changed = asyncio.Event()
         self._stack: AsyncExitStack | None = None
         self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Start enrolling in the background; returns at once."""

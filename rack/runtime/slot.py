@@ -14,9 +14,8 @@ import time
 from typing import Any
 
 from rack.errors import MessageLimitError
-from rack.gear.base import ERROR_PORT, Gear
+from rack.gear.base import ERROR_PORT, Gear, normalize_output
 from rack.gear.context import GearContext, GearStats
-from rack.gear.testing import normalize_output
 from rack.model.fluxmsg import FluxMsg
 from rack.model.ids import FluxIdGenerator
 from rack.model.scenario import GearPlan

@@ -15,7 +15,6 @@ period for calls in flight. Health and reflection need no token; everything else
 from __future__ import annotations
 
 import logging
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -30,6 +29,7 @@ from mixer.api.grpc.racks import RackServicer
 from mixer.api.grpc.watch import DEFAULT_POLL_INTERVAL, RackWatch
 from mixer.api.http.context import ApiContext
 from mixer.errors import MixerError
+from rack.lifecycle import Service
 
 log = logging.getLogger("fluxrig.mixer.api.grpc")
 
@@ -45,7 +45,7 @@ PUBLIC_SERVICES = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE})
 DEFAULT_GRACE = 5.0
 
 
-class GrpcApi:
+class GrpcApi(Service):
     """The gRPC API on `host:port`; `start()` and `aclose()` are idempotent."""
 
     def __init__(
@@ -107,18 +107,6 @@ class GrpcApi:
             await self._health.enter_graceful_shutdown()
         finally:
             await server.stop(self._grace)
-
-    async def __aenter__(self) -> GrpcApi:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _register(self, server: Any) -> None:
         ctx = self._ctx
