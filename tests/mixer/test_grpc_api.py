@@ -6,11 +6,9 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
-import duckdb
 import grpc
 import pytest
 from fluxrig.v1 import (
@@ -29,53 +27,15 @@ from mixer.api.grpc.content import ACTIVATION_PENDING
 from mixer.api.grpc.status import ERROR_BODY_KEY, ERROR_CODE_KEY
 from mixer.api.http import ApiContext
 from mixer.errors import MixerError
-from mixer.registry import RackRecord, RackStatus, Registry
-from mixer.store import CasStore, digest_of
-from rack.gear.registry import GearRegistry
+from mixer.registry import RackRecord, RackStatus
+from mixer.store import digest_of
+from tests.mixer.documents import INVALID_SCENARIO, SCENARIO, SCENARIO_V2, TOKEN
 
-TOKEN = "s3cret-token-for-tests"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 BOUND = 10.0  # seconds: an upper bound for anything that should take milliseconds
 
-SCENARIO = """\
-name: payment-flow
-gears:
-  - name: gen
-    type: generator
-    config: {rate: 0, count: 1}
-  - name: out
-    type: sink
-wires:
-  - {from: gen.out, to: out.in, transport: memory}
-"""
-SCENARIO_V2 = SCENARIO + "# v2\n"
-INVALID_SCENARIO = """\
-name: broken
-gears:
-  - name: gen
-    type: generator
-    config:
-      rate: -1
-      colour: red
-  - name: ghost
-    type: no_such_gear
-wires:
-  - {from: gen.out, to: nowhere.in}
-"""
-
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[ApiContext]:
-    conn = duckdb.connect(str(tmp_path / "mixer.duckdb"))
-    store = CasStore(tmp_path / "cas", conn)
-    registry = Registry(conn)
-    yield ApiContext(store, registry, GearRegistry.discover(), auth_token=TOKEN)
-    store.close()
-    registry.close()
-    conn.close()
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 import schemathesis
 from aiohttp import web
@@ -42,12 +40,10 @@ from mixer.errors import (
     RackNotFoundError,
     StoreError,
 )
-from mixer.registry import Registry
-from mixer.store import CasStore, digest_of
+from mixer.store import digest_of
 from rack.errors import Problem, ScenarioError
-from rack.gear.registry import GearRegistry
+from tests.mixer.documents import INVALID_SCENARIO, SCENARIO, SCENARIO_V2, TOKEN
 
-TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 V1 = API_PREFIX
 GRPC_CODES = {
@@ -56,45 +52,8 @@ GRPC_CODES = {
     "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 }  # fmt: skip
 
-SCENARIO = """\
-name: payment-flow
-gears:
-  - name: gen
-    type: generator
-    config: {rate: 0, count: 1}
-  - name: out
-    type: sink
-wires:
-  - {from: gen.out, to: out.in, transport: memory}
-"""
-SCENARIO_V2 = SCENARIO + "# v2\n"
-INVALID_SCENARIO = """\
-name: broken
-gears:
-  - name: gen
-    type: generator
-    config:
-      rate: -1
-      colour: red
-  - name: ghost
-    type: no_such_gear
-wires:
-  - {from: gen.out, to: nowhere.in}
-"""
-
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[ApiContext]:
-    conn = duckdb.connect(str(tmp_path / "mixer.duckdb"))
-    store = CasStore(tmp_path / "cas", conn)
-    registry = Registry(conn)
-    yield ApiContext(store, registry, GearRegistry.discover(), auth_token=TOKEN)
-    store.close()
-    registry.close()
-    conn.close()
 
 
 async def _client(app: web.Application) -> AsyncIterator[TestClient[web.Request, web.Application]]:

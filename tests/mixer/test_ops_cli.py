@@ -11,36 +11,21 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from aiohttp import web
 
 from mixer.api.http import ApiContext, build_app
 from mixer.app import Mixer
-from mixer.registry import Registry
 from mixer.settings import MixerSettings
-from mixer.store import CasStore
 from rack.api_client import ApiClient
 from rack.cli import main
 from rack.errors import ApiError
-from rack.gear.registry import GearRegistry
+from tests.mixer.documents import SCENARIO, TOKEN
 
-TOKEN = "ops-cli-token-0123456789"
-SCENARIO = """\
-name: payment-flow
-gears:
-  - name: gen
-    type: generator
-    config: {rate: 0, count: 1}
-  - name: out
-    type: sink
-wires:
-  - {from: gen.out, to: out.in, transport: memory}
-"""
 INVALID = """\
 name: broken
 gears:
@@ -71,17 +56,6 @@ transport = "memory"
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("FLUXRIG_API_URL", "FLUXRIG_API_TOKEN"):
         monkeypatch.delenv(key, raising=False)
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[ApiContext]:
-    conn = duckdb.connect(str(tmp_path / "mixer.duckdb"))
-    store = CasStore(tmp_path / "cas", conn)
-    registry = Registry(conn)
-    yield ApiContext(store, registry, GearRegistry.discover(), auth_token=TOKEN)
-    store.close()
-    registry.close()
-    conn.close()
 
 
 @pytest.fixture
