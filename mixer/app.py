@@ -8,18 +8,22 @@ Opened in this order (and closed in reverse) on one `AsyncExitStack`:
 
 1. the state dir (`[mixer] state_dir`);
 2. DuckDB at `<state_dir>/mixer.duckdb` (first, so a second mixer on the same state dir fails
-   before binding any port), the CAS store (`<state_dir>/cas`) and the rack registry on it;
+   before binding any port), the CAS store (`<state_dir>/cas`), the rack registry and the
+   activation log on it;
 3. the startup scenario (`resolve_startup`): fatal errors stop the start here;
 4. the embedded nats-server hub (JetStream, server name `mixer`, store `<state_dir>/hub`,
    leaf-node listener for the racks' Snakes unless disabled);
-5. enrollment (`mixer.enrollment`, its own connection to the hub): racks' hellos and
-   heartbeats, status announcements on `fluxrig.rack.<name>.status`;
-6. the background tasks (one TaskGroup): the heartbeat sweep marks racks `offline` (and
+5. the orchestrator (`mixer.orchestrator`): resumes the last active scenario, or activates the
+   startup one; pushes scenarios to racks and collects their acks;
+6. enrollment (`mixer.enrollment`, its own connection to the hub): racks' hellos and
+   heartbeats (each one lets the orchestrator push what a rack misses), status announcements on
+   `fluxrig.rack.<name>.status`;
+7. the background tasks (one TaskGroup): the heartbeat sweep marks racks `offline` (and
    enrollment tells them);
-7. the REST API (aiohttp) on `[api] host:port`.
+8. the REST API (aiohttp) on `[api] host:port`, the gRPC API on `[api] host:grpc_port`;
+9. the local rack (`[mixer] local_rack`, the standard tier), a supervised child process.
 
 Open and close a `Mixer` from the same task (`async with` does). `aclose()` is idempotent.
-The gRPC API (`[api] grpc_port`) and the orchestrator (scenario activation) are not wired yet.
 """
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ import duckdb
 import yaml
 from aiohttp import web
 
+from mixer.activations import ActivationLog
 from mixer.api.grpc import GrpcApi
 from mixer.api.http import ApiContext, build_app
 from mixer.enrollment import Enrollment
 from mixer.errors import MixerError
+from mixer.orchestrator import Orchestrator
 from mixer.registry import RackRecord, Registry
 from mixer.settings import MixerSettings
 from mixer.store import CasStore, digest_of
@@ -87,6 +93,8 @@ class Mixer(Service):
         self._registry: Registry | None = None
         self._gears: GearRegistry | None = None
         self._enrollment: Enrollment | None = None
+        self._activations: ActivationLog | None = None
+        self._orchestrator: Orchestrator | None = None
 
     # -- the objects, once started --------------------------------------------------------------
 
@@ -115,6 +123,11 @@ class Mixer(Service):
         """Rack hellos and heartbeats; `await mixer.enrollment.notify(record)` announces a
         status changed outside enrollment (e.g. `registry.adopt`) to the rack."""
         return self._started(self._enrollment, "enrollment")
+
+    @property
+    def orchestrator(self) -> Orchestrator:
+        """Scenario activation: `await mixer.orchestrator.activate("name:tag")`."""
+        return self._started(self._orchestrator, "orchestrator")
 
     @property
     def gears(self) -> GearRegistry:
@@ -159,6 +172,7 @@ class Mixer(Service):
         finally:
             self._hub = self._db = self._store = self._registry = None
             self._enrollment = None
+            self._activations = self._orchestrator = None
             self.api_url = None
             self.grpc_target = None
             log.info("mixer closed")
@@ -172,7 +186,14 @@ class Mixer(Service):
         ref = cfg.mixer.startup_scenario
         self.startup = await asyncio.to_thread(resolve_startup, ref, self.store, gears)
         await self._start_hub(stack)
-        enrollment = Enrollment(self.nats_url, self.registry, cfg.enrollment)
+        await self._start_orchestrator(stack)
+        enrollment = Enrollment(
+            self.nats_url,
+            self.registry,
+            cfg.enrollment,
+            trusted=[cfg.mixer.local_rack] if cfg.mixer.local_rack else [],
+            observer=self.orchestrator,
+        )
         await enrollment.start()
         stack.push_async_callback(enrollment.aclose)  # logs "enrollment closed" itself
         self._enrollment = enrollment
@@ -198,6 +219,37 @@ class Mixer(Service):
         stack.callback(_closing, "CAS store", store.close)
         self._registry = registry = await asyncio.to_thread(Registry, db)
         stack.callback(_closing, "registry", registry.close)
+        self._activations = activations = await asyncio.to_thread(ActivationLog, db)
+        stack.callback(_closing, "activation log", activations.close)
+
+    async def _start_orchestrator(self, stack: AsyncExitStack) -> None:
+        assert self._activations is not None
+        orchestrator = Orchestrator(
+            self.nats_url,
+            self.store,
+            self.registry,
+            self.gears,
+            self._activations,
+            self.settings.orchestrator,
+            announce=self._announce,
+        )
+        await orchestrator.start()
+        stack.push_async_callback(orchestrator.aclose)
+        self._orchestrator = orchestrator
+        startup = self.startup
+        if startup is not None and startup.ref is not None and startup.action != "resume":
+            await orchestrator.activate_at_start(startup.ref)
+
+    async def _announce(self, record: RackRecord) -> None:
+        """Tell a rack its new status (once enrollment runs)."""
+        if self._enrollment is not None:
+            await self._enrollment.notify(record)
+
+    async def _rack_changed(self, record: RackRecord) -> None:
+        """An operator changed a rack's status: tell it, and push it the active scenario."""
+        await self._announce(record)
+        if self._orchestrator is not None:
+            await self._orchestrator.reconcile(record)
 
     async def _start_hub(self, stack: AsyncExitStack) -> None:
         nats = self.settings.hub
@@ -227,7 +279,8 @@ class Mixer(Service):
             gears=self.gears,
             auth_token=api.token,
             max_body_bytes=api.max_body_bytes,
-            on_rack_change=self.enrollment.notify,
+            on_rack_change=self._rack_changed,
+            orchestrator=self.orchestrator,
         )
 
     async def _start_grpc_api(self, stack: AsyncExitStack, context: ApiContext) -> None:
@@ -336,27 +389,21 @@ class StartupChoice:
 def resolve_startup(ref: str, store: CasStore, gears: GearRegistry) -> StartupChoice:
     """Resolve the startup reference per the seed's table (blocking: call it in a thread).
 
-    - `""`: resume the last active scenario. Which scenario is active is recorded by the
-      orchestrator, which does not exist yet, so this is `resume` with `ref=None`, logged, never
-      fatal.
+    - `""`: resume the last active scenario: `resume` with `ref=None`; the orchestrator loads
+      what its activation log says is active (nothing if none: never fatal).
     - a path (contains `/`, or ends in .yaml/.yml; `file://` optional): read, pre-flight with
       the rack's validator, import under the scenario's slugified name and tag
       `file-<first 12 hex of the digest>`. Any problem raises `MixerError` (fatal).
     - `name:tag` (or `name`, `name:latest`, `sha256:<hex>`): resolve in the store and pre-flight
       the stored scenario; missing or invalid raises `MixerError` (fatal).
 
-    ACTIVATION IS PENDING: nothing is activated here or by the mixer yet; the orchestrator will
-    take the returned `StartupChoice` and activate it.
+    The mixer then hands `ref` to `Orchestrator.activate_at_start`.
     """
     if not ref:
-        log.info("no startup scenario given and no active scenario recorded; waiting for one")
         return StartupChoice("resume", ref)
     path = _as_path(ref)
     choice = _import_file(path, ref, store, gears) if path else _load_ref(ref, store, gears)
-    log.info(
-        "scenario %s resolved (activation arrives with the orchestrator)",
-        f"{choice.ref} ({choice.digest})",
-    )
+    log.info("startup scenario %s resolved (%s)", choice.ref, choice.digest)
     return choice
 
 

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("-c", "--config", type=Path, help="settings file (default ./fluxrig-mixer.toml)")
     add("-s", "--scenario", metavar="REF", help="startup scenario: ./file.yaml or name:tag")
     add("--state-dir", type=Path, help="state directory (database, CAS blobs, hub store)")
+    add("--local-rack", metavar="NAME", help="also run a local rack NAME (standard tier)")
     add("--nats-port", type=int, help="client port of the embedded NATS hub (0 = any)")
     add("--api-port", type=int, help="REST API port (0 = any)")
     add("--grpc-port", type=int, help="gRPC API port (0 = any)")
@@ -52,6 +53,7 @@ def flags_of(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "mixer.startup_scenario": args.scenario,
         "mixer.state_dir": args.state_dir,
+        "mixer.local_rack": args.local_rack,
         "mixer.log_level": args.log_level,
         "mixer.log_format": args.log_format,
         "hub.port": args.nats_port,

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import nats
 from nats.aio.client import Client
@@ -70,6 +70,12 @@ QUIET_SECONDS = 60.0  # one log line per rack name and minute for ignored heartb
 _QUIET_NAMES = 1024
 
 
+class RackObserver(Protocol):
+    """Told about every hello and heartbeat (the orchestrator: it pushes what a rack misses)."""
+
+    async def rack_seen(self, record: RackRecord, digest: str | None, *, hello: bool) -> None: ...
+
+
 class Refused(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -79,10 +85,20 @@ class Refused(Exception):
 class Enrollment(Service):
     """The enrollment service on the hub; its own NATS connection. `aclose()` is idempotent."""
 
-    def __init__(self, url: str, registry: Registry, settings: EnrollmentSection) -> None:
+    def __init__(
+        self,
+        url: str,
+        registry: Registry,
+        settings: EnrollmentSection,
+        *,
+        trusted: Iterable[str] = (),
+        observer: RackObserver | None = None,
+    ) -> None:
         self.url = url
         self.registry = registry
         self.settings = settings
+        self.trusted = frozenset(trusted)  # names adopted at hello (the mixer's own local rack)
+        self.observer = observer
         self._nc: Client | None = None
         self._quiet: dict[str, float] = {}
 
@@ -145,7 +161,7 @@ class Enrollment(Service):
             log.warning("ignored a hello published without a reply subject (use a request)")
             return
         try:
-            before, record = await self._hello(msg.data)
+            hello, before, record = await self._hello(msg.data)
         except Refused as exc:
             await self._respond(msg, {"error": {"code": exc.code, "message": exc.message}})
             return
@@ -165,15 +181,17 @@ class Enrollment(Service):
             )
         if record.status is not (before or RackStatus.PENDING):  # adopted or back: announce
             await self.notify(record)
+        await self._observe(record, hello.scenario, hello=True)
 
-    async def _hello(self, data: bytes) -> tuple[RackStatus | None, RackRecord]:
+    async def _hello(self, data: bytes) -> tuple[Hello, RackStatus | None, RackRecord]:
         try:
             hello = decode(Hello, data, "hello")
         except ProtocolError as exc:
             raise Refused("bad_request", str(exc)) from None
         attributes = hello.attributes.model_dump(exclude_none=True)
         try:
-            return await asyncio.to_thread(self._registry_hello, hello, attributes)
+            before, record = await asyncio.to_thread(self._registry_hello, hello, attributes)
+            return hello, before, record
         except RackNameError as exc:
             raise Refused("bad_name", str(exc)) from None
         except Refused as exc:
@@ -198,7 +216,7 @@ class Enrollment(Service):
                 hello.name,
                 version=hello.version,
                 attributes=attributes,
-                auto_adopt=self.settings.auto_adopt,
+                auto_adopt=self.settings.auto_adopt or hello.name in self.trusted,
             )
         except RackConflictError as exc:
             code: ErrorCode = "retired" if before is RackStatus.RETIRED else "name_conflict"
@@ -240,6 +258,16 @@ class Enrollment(Service):
             return
         if beat.status != record.status.value:
             await self.notify(record)
+        await self._observe(record, beat.scenario, hello=False)
+
+    async def _observe(self, record: RackRecord, digest: str | None, *, hello: bool) -> None:
+        if self.observer is None:
+            return
+        try:
+            await self.observer.rack_seen(record, digest, hello=hello)
+        except Exception:  # the observer must not break enrollment
+            log.exception("the orchestrator failed on a %s of rack %r", "hello" if hello else
+                          "heartbeat", record.name)  # fmt: skip
 
     def _quietly(self, name: str, level: int, text: str, *args: object) -> None:
         """Log at most once per `QUIET_SECONDS` per rack name."""

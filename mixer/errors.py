@@ -12,12 +12,21 @@ FluxError                     (rack.errors)
     │   ├── RackConflictError         name taken, identity mismatch, or illegal status transition
     │   ├── RackNameError             a rack name is malformed
     │   └── MachineIdsExhaustedError  every MachineID (1..65535) is allocated
-    └── MigrationError        a schema migration failed, or the database is newer than this mixer
+    ├── MigrationError        a schema migration failed, or the database is newer than this mixer
+    └── ActivationError       a scenario activation did not take the fleet to the new scenario
+        └── ActivationFailedError  a rack could not apply it: the fleet is back on the previous one
+
+A scenario that fails pre-flight raises `rack.errors.ScenarioError` (with every problem).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rack.errors import FluxError
+
+if TYPE_CHECKING:
+    from mixer.orchestrator import ActivationResult
 
 
 class MixerError(FluxError):
@@ -63,3 +72,16 @@ class MachineIdsExhaustedError(RegistryError):
 
 class MigrationError(MixerError):
     """A schema migration failed (rolled back), or the database was written by a newer mixer."""
+
+
+class ActivationError(MixerError):
+    """A scenario activation did not take the fleet to the new scenario."""
+
+
+class ActivationFailedError(ActivationError):
+    """At least one rack could not apply the scenario (or did not answer in time); every rack
+    was put back on the previous scenario. `result` says what each rack answered."""
+
+    def __init__(self, message: str, result: ActivationResult) -> None:
+        super().__init__(message)
+        self.result = result

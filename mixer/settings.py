@@ -46,6 +46,7 @@ __all__ = [
     "HubSection",
     "MixerSection",
     "MixerSettings",
+    "OrchestratorSection",
     "load_mixer_settings",
 ]
 
@@ -64,6 +65,7 @@ FLAG_NAMES = {
     "mixer.log_level": "--log-level",
     "mixer.log_format": "--log-format",
     "mixer.startup_scenario": "-s/--scenario",
+    "mixer.local_rack": "--local-rack",
     "hub.port": "--nats-port",
     "api.port": "--api-port",
     "api.grpc_port": "--grpc-port",
@@ -101,6 +103,14 @@ class MixerSection(_Section):
         "(nothing if none); a file path (contains `/` or ends in .yaml/.yml, optional "
         "`file://`) is pre-flighted and imported, fatal on error; `name:tag` is resolved "
         "from the store, fatal if missing.",
+    )
+
+    local_rack: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        description="Name of a rack the mixer starts and supervises beside itself (`--local-"
+        "rack`, the standard tier): it enrolls over the hub, is adopted at once and runs the "
+        "active scenario. Its state lives in `<state_dir>/racks/<name>`.",
     )
 
     @field_validator("log_level", mode="before")
@@ -189,6 +199,26 @@ class EnrollmentSection(_Section):
     )
 
 
+class OrchestratorSection(_Section):
+    """`[orchestrator]`: how scenario activations reach the racks."""
+
+    apply_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds an activation waits for every active rack to say it applied the "
+        "scenario (longer than the racks' `start_timeout`); a rack that does not answer in "
+        "time fails the activation and the fleet goes back to the previous scenario.",
+    )
+    push_retry: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds before a rack that reports another scenario than the active one "
+        "is pushed the active scenario again (a lost push, a restarted rack).",
+    )
+
+
 class MixerSettings(BaseSettings):
     """How the mixer runs. `MixerSettings()` reads the environment and ./fluxrig-mixer.toml;
     `load_mixer_settings` adds flags and errors that name the source of a bad value."""
@@ -202,6 +232,9 @@ class MixerSettings(BaseSettings):
     api: ApiSection = Field(default_factory=ApiSection, description="REST and gRPC APIs.")
     enrollment: EnrollmentSection = Field(
         default_factory=EnrollmentSection, description="Rack enrollment and presence."
+    )
+    orchestrator: OrchestratorSection = Field(
+        default_factory=OrchestratorSection, description="Scenario activation and pushes."
     )
 
     @model_validator(mode="after")

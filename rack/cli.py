@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rack import __version__
-from rack.errors import ApiError, FluxError, ScenarioError, UnknownGearError
+from rack.errors import ApiError, FluxError, ScenarioError, SettingsError, UnknownGearError
 from rack.gear.docs import config_schema, render_all, render_gear_page, render_settings_page
 from rack.gear.registry import GearRegistry
 from rack.logs import setup_logging
@@ -66,9 +66,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         if value is not None
     }
     config = args.config
-    if config is None and args.scenario.suffix == ".toml":
+    if config is None and args.scenario is not None and args.scenario.suffix == ".toml":
         config = args.scenario  # the seed's single-file form: [rack] settings beside [gears.*]
     settings = load_settings(config, overrides)
+    if args.scenario is None and not settings.mixer_url:
+        raise SettingsError(
+            "give a SCENARIO file to run a standalone rack, or --mixer-url (mixer_url) to run "
+            "the scenario a mixer pushes"
+        )
+    if args.scenario is not None and args.mixer_url:
+        raise SettingsError(
+            f"--mixer-url and a SCENARIO file ({args.scenario}) exclude each other: a rack "
+            "managed by a mixer runs the scenario the mixer pushes; drop one of them"
+        )
     setup_logging(settings.log_level, settings.log_format)
     return run_async(serve(args.scenario, settings, rack_name=args.name))
 
@@ -173,8 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fluxrig", description="fluxrig rack and operator CLI")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a standalone rack on a scenario file")
-    run.add_argument("scenario", type=Path, help="scenario YAML, or the seed's fluxrig.toml form")
+    run = sub.add_parser(
+        "run", help="run a rack: on a scenario file, or managed by a mixer (--mixer-url)"
+    )
+    run.add_argument(
+        "scenario",
+        type=Path,
+        nargs="?",
+        help="scenario YAML, or the seed's fluxrig.toml form (omit with --mixer-url)",
+    )
     run.add_argument("--config", type=Path, help="rack settings file (default ./fluxrig.toml)")
     run.add_argument("--name", help="rack name (runs only this rack's gears of the scenario)")
     run.add_argument("--state-dir", type=Path)
@@ -185,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--machine-id", type=int, help="16-bit machine id for fluxIDs")
     run.add_argument("--no-watch", action="store_true", help="do not reload on file change")
     run.add_argument("--nats-url", help="use this NATS for standard wires (no embedded server)")
-    run.add_argument("--mixer-url", help="enroll with the mixer whose NATS hub is at this URL")
+    run.add_argument(
+        "--mixer-url",
+        help="no scenario file: enroll with the mixer whose NATS hub is at this URL and run "
+        "what it pushes once adopted",
+    )
     run.set_defaults(func=cmd_run)
 
     scenario = sub.add_parser(

@@ -7,7 +7,9 @@
 Protocol (`rack.link.protocol`): a request on `fluxrig.agent.hello`; the reply gives the
 rack's status, MachineID, fluxEntityID and heartbeat interval; then a heartbeat on
 `fluxrig.event.heartbeat.<name>` every interval; status changes arrive on
-`fluxrig.rack.<name>.status`.
+`fluxrig.rack.<name>.status`, scenario pushes on `fluxrig.rack.<name>.scenario` (kept in `push`,
+the newest one wins; `rack.link.agent.ScenarioAgent` applies them and answers with `ack`). The
+hello and every heartbeat say which scenario the rack runs (`running()`, a CAS digest).
 
 Failure handling: the link never raises into the rack. It retries with exponential back-off
 (`backoff_initial` doubling to `backoff_max`) when the mixer's NATS is unreachable, when nobody
@@ -15,12 +17,8 @@ answers the hello, and when the mixer refuses it (name conflict, retired name: a
 act, so it retries slowly and says so). Each state change is logged once; repeats go to DEBUG.
 After the connection drops it reconnects and says hello again (the mixer may have restarted).
 
-WHAT IS NOT DONE YET: the deferred-adoption rule (a `pending` rack runs no gears and no
-telemetry) needs the orchestrator's scenario push on `fluxrig.rack.<name>.scenario`; until then
-`fluxrig run --mixer-url` runs its scenario file as before and enrolls alongside, whatever its
-status. The MachineID the mixer allocates is reported, not yet used in the rack's fluxIDs (that
-arrives with passports). The link is plain NATS to the hub's client port, without mTLS: the
-Snake (leaf node with a mixer-issued certificate) replaces it.
+Not yet: the link is plain NATS to the hub's client port, without mTLS; the Snake (leaf node
+with a mixer-issued certificate) replaces it, and the passport lets a rack restart without it.
 """
 
 from __future__ import annotations
@@ -46,17 +44,22 @@ from rack import __version__
 from rack.lifecycle import Service
 from rack.link.protocol import (
     HELLO_SUBJECT,
+    MAX_SCENARIO_PAYLOAD,
     ErrorBody,
     Heartbeat,
     Hello,
     HelloAttributes,
     HelloReply,
     ProtocolError,
+    ScenarioAck,
+    ScenarioPush,
     StatusUpdate,
+    applied_subject,
     decode,
     encode,
     error_of,
     heartbeat_subject,
+    scenario_subject,
     status_subject,
 )
 from rack.link.stats import ProcessSampler
@@ -95,7 +98,8 @@ class MixerLink(Service):
     Observable state (for the rack and tests): `state`, `status` (the registry status, None
     until the first reply), `machine_id`, `entity_id`, `heartbeat_interval`, `error` (the last
     refusal), `hellos` and `heartbeats` (how many were sent), `status_updates` (how many status
-    messages arrived); `wait_until(predicate)` waits for a change that satisfies `predicate`.
+    messages arrived), `push` and `pushes` (the newest scenario push, how many arrived);
+    `wait_until(predicate)` waits for a change that satisfies `predicate`.
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class MixerLink(Service):
         version: str = __version__,
         public_key: str | None = None,
         gears: Callable[[], int] | None = None,
+        running: Callable[[], str | None] | None = None,
         request_timeout: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -130,6 +135,10 @@ class MixerLink(Service):
         self.hellos = 0
         self.heartbeats = 0
         self.status_updates = 0
+        self.push: ScenarioPush | None = None
+        self.pushes = 0
+        self._running = running
+        self._nc: Client | None = None
         self._gears = gears
         self._request_timeout = request_timeout
         self._backoff = _Backoff(backoff_initial, backoff_max)
@@ -226,17 +235,40 @@ class MixerLink(Service):
 
     async def _session(self, nc: Client, closed: asyncio.Event) -> None:
         await nc.subscribe(status_subject(self.name), cb=self._on_status)
-        if await self._enroll(nc, closed):
-            await self._heartbeat(nc, closed)
+        await nc.subscribe(
+            scenario_subject(self.name), cb=self._on_scenario, pending_bytes_limit=16 * 1024**2
+        )
+        self._nc = nc
+        try:
+            if await self._enroll(nc, closed):
+                await self._heartbeat(nc, closed)
+        finally:
+            self._nc = None
+
+    async def ack(self, ack: ScenarioAck) -> bool:
+        """Tell the mixer whether a push was applied; False when the link is down (the next
+        hello says what the rack runs, and the mixer pushes again if needed)."""
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            log.warning("cannot tell the mixer about activation %d: not connected", ack.activation)
+            return False
+        try:
+            await nc.publish(applied_subject(self.name), encode(ack))
+        except NatsError as exc:
+            log.warning("cannot tell the mixer about activation %d: %s", ack.activation, exc)
+            return False
+        return True
+
+    def _scenario(self) -> str | None:
+        return self._running() if self._running is not None else None
 
     async def _enroll(self, nc: Client, closed: asyncio.Event) -> bool:
         """Say hello until the mixer accepts it (True) or the connection closes (False)."""
         while not closed.is_set():
             self.hellos += 1
             try:
-                msg = await nc.request(
-                    HELLO_SUBJECT, encode(self.hello), timeout=self._request_timeout
-                )
+                hello = self.hello.model_copy(update={"scenario": self._scenario()})
+                msg = await nc.request(HELLO_SUBJECT, encode(hello), timeout=self._request_timeout)
             except NoRespondersError:
                 self._no_mixer("no mixer enrollment service listens there")
             except TimeoutError:
@@ -288,6 +320,7 @@ class MixerLink(Service):
                 name=self.name,
                 ts=time.time(),
                 status=self.status,
+                scenario=self._scenario(),
                 stats=self._sampler.sample(gears),
             )
             try:
@@ -312,6 +345,21 @@ class MixerLink(Service):
             )
         self.status, self.machine_id = update.status, update.machine_id
         self.status_updates += 1
+        self._touch()
+
+    async def _on_scenario(self, msg: Msg) -> None:
+        try:
+            push = decode(ScenarioPush, msg.data, "scenario push", limit=MAX_SCENARIO_PAYLOAD)
+        except ProtocolError as exc:
+            log.warning("ignored a malformed scenario push from the mixer: %s", exc)
+            return
+        log.info(
+            "the mixer pushed %s (activation %d%s)",
+            push.ref or push.digest or "no scenario", push.activation,
+            ", rollback" if push.rollback else "",
+        )  # fmt: skip
+        self.push = push
+        self.pushes += 1
         self._touch()
 
     # -- state ------------------------------------------------------------------------------------

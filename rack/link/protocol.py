@@ -7,7 +7,13 @@ format has one definition. Every message is a UTF-8 JSON object of at most `MAX_
     mixer → rack  reply                                     HelloReply | {"error": ErrorBody}
     rack → mixer  publish  fluxrig.event.heartbeat.<name>   Heartbeat (every heartbeat_interval)
     mixer → rack  publish  fluxrig.rack.<name>.status       StatusUpdate (on every status change)
-    mixer → rack  publish  fluxrig.rack.<name>.scenario     (reserved: the orchestrator's push)
+    mixer → rack  publish  fluxrig.rack.<name>.scenario     ScenarioPush (the orchestrator)
+    rack → mixer  publish  fluxrig.event.applied.<name>     ScenarioAck (after every push)
+
+`Hello` and `Heartbeat` carry `scenario`: the CAS digest of the scenario the rack runs (None
+when it runs none), so the mixer re-pushes whenever a rack is not on the scenario it should run
+(a lost push, a restarted rack, a resumed one). Scenario pushes may be up to
+`MAX_SCENARIO_PAYLOAD` bytes (the document plus its envelope).
 
 Error codes of a refused hello: `bad_request` (not JSON, not an object, a field missing or of
 the wrong type, too large), `bad_name` (the name breaks the naming rule), `name_conflict` (the
@@ -20,12 +26,14 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "APPLIED_SUBJECTS",
     "HEARTBEAT_SUBJECTS",
     "HELLO_SUBJECT",
     "MAX_PAYLOAD",
+    "MAX_SCENARIO_PAYLOAD",
     "QUEUE_GROUP",
     "ErrorBody",
     "ErrorCode",
@@ -34,7 +42,10 @@ __all__ = [
     "HelloAttributes",
     "HelloReply",
     "ProtocolError",
+    "ScenarioAck",
+    "ScenarioPush",
     "StatusUpdate",
+    "applied_subject",
     "decode",
     "encode",
     "error_of",
@@ -45,8 +56,10 @@ __all__ = [
 
 HELLO_SUBJECT = "fluxrig.agent.hello"
 HEARTBEAT_SUBJECTS = "fluxrig.event.heartbeat.*"
+APPLIED_SUBJECTS = "fluxrig.event.applied.*"
 QUEUE_GROUP = "mixer"
 MAX_PAYLOAD = 64 * 1024
+MAX_SCENARIO_PAYLOAD = 1024 * 1024 + MAX_PAYLOAD  # a scenario document (≤ 1 MiB) + envelope
 
 ErrorCode = Literal["bad_request", "bad_name", "name_conflict", "retired", "exhausted", "internal"]
 
@@ -60,8 +73,13 @@ def status_subject(rack: str) -> str:
 
 
 def scenario_subject(rack: str) -> str:
-    """Where the orchestrator will push the rack's scenario (not published yet)."""
+    """Where the orchestrator pushes the rack's scenario."""
     return f"fluxrig.rack.{rack}.scenario"
+
+
+def applied_subject(rack: str) -> str:
+    """Where the rack says whether it applied a pushed scenario."""
+    return f"fluxrig.event.applied.{rack}"
 
 
 class ProtocolError(ValueError):
@@ -92,6 +110,7 @@ class Hello(_Message):
 
     name: str
     version: str | None = None
+    scenario: str | None = None  # CAS digest of the scenario the rack runs
     attributes: HelloAttributes = Field(default_factory=HelloAttributes)
 
 
@@ -122,6 +141,7 @@ class Heartbeat(_Message):
     name: str
     ts: float
     status: str | None = None
+    scenario: str | None = None  # CAS digest of the scenario the rack runs
     stats: HeartbeatStats = Field(default_factory=HeartbeatStats)
 
 
@@ -130,16 +150,47 @@ class StatusUpdate(_Message):
     machine_id: int
 
 
+class ScenarioPush(_Message):
+    """The scenario a rack must run: the whole stored document (the rack keeps the gears whose
+    `deploy` is its name or empty). `digest` None (and no document) means: run no gears.
+    `activation` numbers the mixer's activation this push belongs to; the ack repeats it."""
+
+    activation: int
+    digest: str | None = None
+    ref: str | None = None
+    document: str | None = Field(default=None, max_length=1024 * 1024)
+    rollback: bool = False  # a failed activation puts the rack back on this one
+
+    @model_validator(mode="after")
+    def _whole(self) -> ScenarioPush:
+        if (self.digest is None) != (self.document is None):
+            raise ValueError("`digest` and `document` come together (both or neither)")
+        return self
+
+
+class ScenarioAck(_Message):
+    """The rack's answer to a push: applied (`ok`), or not, with the reason; `report` says
+    which gears started, restarted, stopped or stayed."""
+
+    name: str
+    activation: int
+    digest: str | None = None  # the pushed scenario this answer is about
+    running: str | None = None  # what the rack runs now (`digest` if ok, else its previous one)
+    ok: bool
+    error: str | None = None
+    report: str | None = None
+
+
 def encode(message: BaseModel | dict[str, Any]) -> bytes:
     if isinstance(message, BaseModel):
         return message.model_dump_json(exclude_none=True).encode()
     return json.dumps(message, separators=(",", ":")).encode()
 
 
-def decode(kind: type[M], data: bytes, what: str) -> M:
+def decode(kind: type[M], data: bytes, what: str, *, limit: int = MAX_PAYLOAD) -> M:
     """Parse `data` as a `kind`; ProtocolError says what is wrong, naming the field."""
-    if len(data) > MAX_PAYLOAD:
-        raise ProtocolError(f"{what} is {len(data)} bytes; the limit is {MAX_PAYLOAD}")
+    if len(data) > limit:
+        raise ProtocolError(f"{what} is {len(data)} bytes; the limit is {limit}")
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -93,6 +93,17 @@ class Rack:
         if not self._closed:
             await self.__aexit__(None, None, None)
 
+    def use_machine_id(self, machine_id: int) -> None:
+        """Mint fluxIDs with `machine_id` (the one the mixer's registry allocated) from now on.
+
+        Only while no gear runs: running gears hold the generator they started with."""
+        if machine_id == self.ids.machine_id:
+            return
+        if self.slots:
+            raise RackError("the machine id cannot change while gears run")
+        self.ids = FluxIdGenerator(machine_id)
+        log.info("rack '%s' uses machine id %d for its fluxIDs", self.name, machine_id)
+
     # -- apply -------------------------------------------------------------------------------
 
     async def apply(self, blueprint: Blueprint) -> ApplyReport:

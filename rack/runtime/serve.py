@@ -4,10 +4,9 @@ SIGTERM/SIGINT → drain (stop accepting, finish in-flight, bounded by the grace
 SIGHUP, or a change of the scenario file, → re-read, pre-flight, partial reload. An invalid new
 scenario is rejected with every problem logged, and the running one stays.
 
-With `mixer_url` (`--mixer-url`) the rack also enrolls with the mixer (`rack.link.MixerLink`:
-hello, heartbeats, status changes logged) while it serves the file exactly as without it; the
-deferred-adoption rule (a pending rack runs no gears) arrives with the orchestrator's scenario
-push (docs/enrollment.md).
+Without a scenario file, `fluxrig run --mixer-url URL` is a rack managed by the mixer: it
+enrolls (`rack.link.MixerLink`), runs no gears while pending, and runs what the mixer pushes once
+adopted (`rack.link.agent.ScenarioAgent`); see docs/orchestration.md.
 """
 
 from __future__ import annotations
@@ -16,12 +15,12 @@ import asyncio
 import logging
 import os
 import signal
-from contextlib import AsyncExitStack
 from pathlib import Path
 
-from rack.errors import FluxError, ScenarioError
+from rack.errors import FluxError, ScenarioError, SettingsError
 from rack.gear.registry import GearRegistry
 from rack.link import MixerLink
+from rack.link.agent import ScenarioAgent
 from rack.model.scenario import Blueprint
 from rack.preflight import preflight_file
 from rack.runtime.rack import Rack
@@ -82,52 +81,96 @@ class Requests:
 
 
 async def serve(
-    scenario: Path,
+    scenario: Path | None,
     settings: RackSettings,
     *,
     rack_name: str | None = None,
     registry: GearRegistry | None = None,
 ) -> int:
-    """Run the rack until SIGTERM/SIGINT; returns the process exit code."""
+    """Run the rack until SIGTERM/SIGINT; returns the process exit code.
+
+    `scenario` None: the rack is managed by the mixer at `settings.mixer_url` (required)."""
     registry = registry or GearRegistry.discover()
-    source = ScenarioSource(scenario, registry, rack_name)
-    blueprint = source.load()  # fatal at startup: nothing else to fall back to
     requests = Requests()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, requests.request_stop)
     loop.add_signal_handler(signal.SIGHUP, requests.request_reload)
     try:
-        async with (
-            Rack(settings, name=rack_name or settings.name) as rack,
-            AsyncExitStack() as resources,
-        ):
-            if settings.mixer_url:  # enrolls in the background; never blocks or fails the rack
-                link = MixerLink(settings.mixer_url, rack.name, gears=lambda: len(rack.slots))
-                await resources.enter_async_context(link)
-            await rack.apply(blueprint)
-            if not await _started(rack, settings.start_timeout):
-                return 1
-            log.info("rack '%s' ready (pid %d)", rack.name, os.getpid())
-            async with asyncio.TaskGroup() as tg:
-                watcher = (
-                    tg.create_task(source.watch(settings.watch_interval, requests))
-                    if settings.watch
-                    else None
-                )
-                await _serve_until_stopped(rack, source, requests)
-                if watcher is not None:
-                    watcher.cancel()
-            log.info("rack '%s' draining (grace %.1fs)", rack.name, settings.grace_period)
-            clean = await rack.drain()
-            for gear, counters in rack.stats().items():
-                text = " ".join(f"{k}={v:g}" for k, v in sorted(counters.items()))
-                log.info("gear '%s' final stats: %s", gear, text)
-        log.info("rack stopped%s", "" if clean else " (grace period expired)")
-        return 0 if clean else 1
+        if scenario is None:
+            if not settings.mixer_url:
+                raise SettingsError("a rack without a scenario file needs mixer_url (--mixer-url)")
+            return await _serve_managed(settings, rack_name or settings.name, registry, requests)
+        source = ScenarioSource(scenario, registry, rack_name)
+        return await _serve_file(source, settings, rack_name, requests)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+async def _serve_file(
+    source: ScenarioSource, settings: RackSettings, rack_name: str | None, requests: Requests
+) -> int:
+    blueprint = source.load()  # fatal at startup: nothing else to fall back to
+    async with Rack(settings, name=rack_name or settings.name) as rack:
+        await rack.apply(blueprint)
+        if not await _started(rack, settings.start_timeout):
+            return 1
+        log.info("rack '%s' ready (pid %d)", rack.name, os.getpid())
+        async with asyncio.TaskGroup() as tg:
+            watcher = (
+                tg.create_task(source.watch(settings.watch_interval, requests))
+                if settings.watch
+                else None
+            )
+            await _serve_until_stopped(rack, source, requests)
+            if watcher is not None:
+                watcher.cancel()
+        clean = await _drain(rack, settings)
+    log.info("rack stopped%s", "" if clean else " (grace period expired)")
+    return 0 if clean else 1
+
+
+async def _serve_managed(
+    settings: RackSettings, name: str, registry: GearRegistry, requests: Requests
+) -> int:
+    """The rack runs what the mixer says (rack.link.agent): nothing until adopted."""
+    assert settings.mixer_url is not None
+    agent: ScenarioAgent | None = None
+    async with Rack(settings, name=name) as rack:
+        link = MixerLink(
+            settings.mixer_url,
+            rack.name,
+            gears=lambda: len(rack.slots),
+            running=lambda: agent.digest if agent is not None else None,
+        )
+        async with link:
+            agent = ScenarioAgent(rack, link, registry, start_timeout=settings.start_timeout)
+            log.info(
+                "rack '%s' (pid %d) takes its scenario from the mixer at %s",
+                rack.name, os.getpid(), settings.mixer_url,
+            )  # fmt: skip
+            async with asyncio.TaskGroup() as tg:
+                follower = tg.create_task(agent.run(), name="scenario-agent")
+                while not requests.stop:
+                    await requests.wake.wait()
+                    requests.wake.clear()
+                    if requests.reload:
+                        requests.reload = False
+                        log.info("SIGHUP ignored: a managed rack reloads when the mixer pushes")
+                follower.cancel()
+            clean = await _drain(rack, settings)
+    log.info("rack stopped%s", "" if clean else " (grace period expired)")
+    return 0 if clean else 1
+
+
+async def _drain(rack: Rack, settings: RackSettings) -> bool:
+    log.info("rack '%s' draining (grace %.1fs)", rack.name, settings.grace_period)
+    clean = await rack.drain()
+    for gear, counters in rack.stats().items():
+        text = " ".join(f"{k}={v:g}" for k, v in sorted(counters.items()))
+        log.info("gear '%s' final stats: %s", gear, text)
+    return clean
 
 
 async def _started(rack: Rack, timeout: float) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 class RackProcess:
     def __init__(
         self,
-        scenario: Path,
+        scenario: Path | None,
         *args: str,
         env: dict[str, str] | None = None,
         max_fds: int | None = None,
@@ -30,7 +30,8 @@ class RackProcess:
 
     async def start(self) -> RackProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rack.cli", "run", str(self.scenario), *self.args,
+            sys.executable, "-m", "rack.cli", "run",
+            *([str(self.scenario)] if self.scenario is not None else []), *self.args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self.env,
             preexec_fn=self._limit_fds if self.max_fds else None,
         )  # fmt: skip

@@ -325,6 +325,7 @@ async def test_link_waits_for_a_mixer_that_is_not_there_yet(
 
 
 # -- the real `fluxrig run --mixer-url` ----------------------------------------------------------
+# (serving the scenario the mixer pushes: tests/mixer/test_orchestrator.py)
 
 ECHO = """\
 meta: {name: echo-enrolled, version: 1.0.0}
@@ -335,32 +336,17 @@ wires:
 """
 
 
-async def test_fluxrig_run_with_mixer_url_enrolls_and_still_serves(tmp_path: Path) -> None:
+async def test_fluxrig_run_refuses_a_scenario_file_together_with_mixer_url(tmp_path: Path) -> None:
     scenario = tmp_path / "echo.yaml"
     scenario.write_text(ECHO)
-    async with running_mixer(tmp_path / "m") as mixer:
-        proc = RackProcess(
-            scenario, "--no-watch", "--state-dir", str(tmp_path / "rack"),
-            "--mixer-url", mixer.nats_url, env={"FLUXRIG_NAME": "edge-e2e"},
-        )  # fmt: skip
-        await proc.start()
-        try:
-            port = await proc.ready()
-            await proc.wait_for(
-                r"enrolled with the mixer as 'edge-e2e' \(machine id 1, status pending\)"
-            )
-            record = mixer.registry.get("edge-e2e")
-            assert (record.status, record.machine_id) == (RackStatus.PENDING, 1)
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"ping\n")
-            assert await reader.readline() == b"ping\n"
-            writer.close()
-            await writer.wait_closed()
-            await until(lambda: mixer.registry.get("edge-e2e").stats.get("gears") == 1)
-            await mixer.enrollment.notify(mixer.registry.adopt("edge-e2e"))
-            await proc.wait_for(r"status: pending -> active")
-        finally:
-            await proc.close()
+    proc = RackProcess(scenario, "--mixer-url", "nats://127.0.0.1:1")
+    await proc.start()
+    try:
+        assert await proc.wait() == 1
+        assert "--mixer-url and a SCENARIO file" in proc.log()
+        assert "drop one of them" in proc.log()
+    finally:
+        await proc.close()
 
 
 async def test_rest_adoption_is_announced_to_the_rack_at_once(tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ async def test_runs_until_signal_then_closes_everything(
         "gRPC API",
         "REST API",
         "NATS hub",
+        "activation log",
         "registry",
         "CAS store",
         "database",

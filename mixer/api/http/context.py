@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mixer.registry import RackRecord, Registry
 from mixer.store import CasStore
 from rack.gear.registry import GearRegistry
+
+if TYPE_CHECKING:
+    from mixer.orchestrator import Orchestrator
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # JSON bodies; documents inside are bounded again (1 MiB)
 
@@ -25,6 +29,9 @@ class ApiContext:
     # Called after an operator changed a rack's status (adopt, suspend, …): the mixer tells the
     # rack at once instead of at its next heartbeat. Must not raise.
     on_rack_change: Callable[[RackRecord], Awaitable[None]] | None = None
+    # Scenario activation (None: the API answers activation requests 503, e.g. in unit tests
+    # of other routes).
+    orchestrator: Orchestrator | None = None
 
     def __post_init__(self) -> None:
         if self.auth_token is not None and not self.auth_token.strip():

@@ -1,0 +1,327 @@
+"""Scenario activation end to end: a real Mixer (hub, DuckDB, orchestrator, enrollment) and real
+racks managed by it (Rack + MixerLink + ScenarioAgent) over NATS; the last test runs the real
+`fluxrig run --mixer-url` process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mixer.app import Mixer
+from mixer.errors import ActivationFailedError
+from mixer.registry import RackStatus
+from mixer.settings import MixerSettings
+from rack.errors import ScenarioError
+from rack.gear.registry import GearRegistry
+from rack.link import MixerLink
+from rack.link.agent import ScenarioAgent
+from rack.runtime.rack import Rack
+from rack.settings import RackSettings
+from tests.e2e.rackproc import RackProcess
+
+TIMEOUT = 15.0
+GEARS = GearRegistry.discover()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.upper().startswith("FLUXRIG_") and key.upper() != "FLUXRIG_NATS_SERVER":
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def mixer_settings(state: Path, **mixer: Any) -> MixerSettings:
+    return MixerSettings.model_validate(
+        {
+            "mixer": {"state_dir": state, **mixer},
+            "hub": {"port": 0, "leafnodes": False},
+            "api": {"port": 0, "grpc_port": 0, "insecure": True},
+            "enrollment": {"heartbeat_interval": 0.1, "max_missed": 50},
+            "orchestrator": {"apply_timeout": 10.0, "push_retry": 0.5},
+        }
+    )
+
+
+async def until(check: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Poll `check` (state of the mixer or a rack) until it holds, or fail after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110 - state spread over processes, no single event
+            await asyncio.sleep(0.02)
+
+
+def scenario(name: str, *gears: str, racks: tuple[str, ...] = ()) -> str:
+    """A scenario of io_tcp echo servers; each gear is `name` or `name@rack` (deploy)."""
+    lines = [f"meta: {{name: {name}, version: 1.0.0}}"]
+    if racks:
+        lines.append("racks: [" + ", ".join(f"{{name: {r}}}" for r in racks) + "]")
+    lines.append("gears:")
+    wires = ["wires:"]
+    for spec in gears:
+        gear, deploy, bind = ([*spec.split("@", 2), "", ""])[:3]
+        bind = bind or "127.0.0.1:0"
+        where = f", deploy: {deploy}" if deploy else ""
+        lines.append(
+            f"  - {{name: {gear}, type: io_tcp{where}, config: {{mode: server, "
+            f'bind: "{bind}", framing: delimiter}}}}'
+        )
+        wires.append(f"  - {{from: {gear}.out, to: {gear}.in, transport: memory}}")
+    return "\n".join(lines + wires) + "\n"
+
+
+def store(mixer: Mixer, name: str, text: str) -> str:
+    """Import `text` as `name:1.0.0` and return its digest."""
+    return mixer.store.put("scenario", name, "1.0.0", text.encode()).digest
+
+
+@dataclass
+class ManagedRack:
+    rack: Rack
+    link: MixerLink
+    agent: ScenarioAgent
+
+    @property
+    def gears(self) -> set[str]:
+        return set(self.rack.slots)
+
+    def running(self, gears: set[str]) -> bool:
+        return self.gears == gears and self.rack.is_ready()
+
+
+@asynccontextmanager
+async def managed(url: str, name: str, state: Path) -> AsyncIterator[ManagedRack]:
+    """A rack run by the mixer, in this process (what `fluxrig run --mixer-url` assembles)."""
+    settings = RackSettings(state_dir=state / name, start_timeout=1.5)
+    agent: ScenarioAgent | None = None
+    async with Rack(settings, name=name) as rack:
+        link = MixerLink(
+            url,
+            name,
+            running=lambda: agent.digest if agent is not None else None,
+            backoff_initial=0.05,
+            backoff_max=0.2,
+            request_timeout=2.0,
+        )
+        async with link:
+            agent = ScenarioAgent(rack, link, GEARS, start_timeout=1.5)
+            task = asyncio.create_task(agent.run())
+            try:
+                yield ManagedRack(rack, link, agent)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+# -- deferred adoption, projection, adoption by scenario ------------------------------------------
+
+
+async def test_pending_rack_runs_no_gears_until_adopted_then_runs_the_active_scenario(
+    tmp_path: Path,
+) -> None:
+    async with Mixer(mixer_settings(tmp_path / "m")) as mixer:
+        digest = store(mixer, "echo", scenario("echo", "gw"))
+        result = await mixer.orchestrator.activate("echo:1.0.0")  # no rack yet: at once
+        assert (result.activation.state, result.racks) == ("active", ())
+        async with managed(mixer.nats_url, "edge-1", tmp_path) as edge:
+            await edge.link.wait_until(lambda link: link.status == "pending", TIMEOUT)
+            assert edge.gears == set()
+            assert edge.agent.digest is None
+            await mixer._rack_changed(mixer.registry.adopt("edge-1"))  # what REST adopt calls
+            await until(lambda: edge.running({"gw"}))
+            assert edge.agent.digest == digest
+            assert edge.rack.ids.machine_id == mixer.registry.get("edge-1").machine_id
+            await until(lambda: _applied(mixer, "edge-1") == digest)
+            (row,) = mixer.orchestrator.activations.provenance("edge-1")
+            assert (row.last_state, row.activation, row.since is not None) == (
+                "applied",
+                result.activation.id,
+                True,
+            )
+
+
+def _applied(mixer: Mixer, rack: str) -> str | None:
+    rows = mixer.orchestrator.activations.provenance(rack)
+    return rows[0].digest if rows and rows[0].last_state == "applied" else None
+
+
+async def test_activation_projects_gears_by_deploy_and_adopts_the_racks_it_names(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Mixer(mixer_settings(tmp_path / "m")) as mixer,
+        managed(mixer.nats_url, "edge-a", tmp_path) as a,
+        managed(mixer.nats_url, "edge-b", tmp_path) as b,
+    ):
+        await enrolled(a, b)
+        text = scenario("split", "only-a@edge-a", "only-b@edge-b", "everywhere")
+        digest = store(mixer, "split", text)
+        result = await mixer.orchestrator.activate("split:1.0.0")
+        assert sorted(result.adopted) == ["edge-a", "edge-b"]  # named by `deploy`: adopted
+        assert {(o.rack, o.state) for o in result.racks} == {
+            ("edge-a", "applied"),
+            ("edge-b", "applied"),
+        }
+        assert a.gears == {"only-a", "everywhere"}
+        assert b.gears == {"only-b", "everywhere"}
+        assert a.agent.digest == b.agent.digest == digest
+        assert mixer.registry.get("edge-a").status is RackStatus.ACTIVE
+
+
+# -- last known good ------------------------------------------------------------------------------
+
+
+async def test_a_failed_activation_puts_the_whole_fleet_back_on_the_last_known_good(
+    tmp_path: Path,
+) -> None:
+    taken = socket.create_server(("127.0.0.1", 0))  # the port edge-b's new gear cannot bind
+    port = taken.getsockname()[1]
+    async with (
+        Mixer(mixer_settings(tmp_path / "m")) as mixer,
+        managed(mixer.nats_url, "edge-a", tmp_path) as a,
+        managed(mixer.nats_url, "edge-b", tmp_path) as b,
+    ):
+        await enrolled(a, b)
+        good = store(mixer, "v1", scenario("v1", "gw", racks=("edge-a", "edge-b")))
+        first = await mixer.orchestrator.activate("v1:1.0.0")
+        assert {o.state for o in first.racks} == {"applied"}
+        store(mixer, "v2", scenario("v2", "gw", "new-a@edge-a", f"new-b@edge-b@127.0.0.1:{port}"))
+        with pytest.raises(ActivationFailedError) as failed:
+            await mixer.orchestrator.activate("v2:1.0.0")
+        outcome = {o.rack: o for o in failed.value.result.racks}
+        assert outcome["edge-a"].state == "applied"  # it took v2 ...
+        assert outcome["edge-b"].state == "failed"
+        assert "new-b" in (outcome["edge-b"].error or "")  # names the gear that did not start
+        assert "edge-b" in str(failed.value)
+        assert "back on" in str(failed.value)
+        assert [o.rack for o in failed.value.result.rollback] == ["edge-a"]  # ... and went back
+        assert failed.value.result.activation.state == "failed"
+        # Both racks run v1 again: the same gears, the unchanged one never restarted.
+        assert a.running({"gw"})
+        assert b.running({"gw"})
+        assert a.agent.digest == b.agent.digest == good
+        active = mixer.orchestrator.activations.active()
+        assert active is not None
+        assert active.id == first.activation.id
+        assert mixer.orchestrator.desired is not None
+        assert mixer.orchestrator.desired.digest == good
+    taken.close()
+
+
+async def enrolled(*racks: ManagedRack) -> None:
+    for edge in racks:
+        await edge.link.wait_until(lambda link: link.status is not None, TIMEOUT)
+
+
+async def test_a_rejected_scenario_is_never_pushed(tmp_path: Path) -> None:
+    async with (
+        Mixer(mixer_settings(tmp_path / "m")) as mixer,
+        managed(mixer.nats_url, "edge-a", tmp_path) as a,
+    ):
+        await enrolled(a)
+        good = store(mixer, "v1", scenario("v1", "gw", racks=("edge-a",)))
+        await mixer.orchestrator.activate("v1:1.0.0")
+        pushes = a.link.pushes
+        bad = scenario("v2", "gw").replace("meta:", "spec: visa:9.9.9\nmeta:")
+        store(mixer, "v2", bad)
+        with pytest.raises(ScenarioError) as rejected:
+            await mixer.orchestrator.activate("v2:1.0.0")
+        assert [p.path for p in rejected.value.problems] == ["spec"]
+        assert "visa:9.9.9" in str(rejected.value)
+        history = mixer.orchestrator.activations.history()
+        assert [h.state for h in history] == ["rejected", "active"]
+        assert a.link.pushes == pushes
+        assert a.agent.digest == good
+        assert mixer.orchestrator.desired is not None
+        assert mixer.orchestrator.desired.digest == good
+
+
+# -- convergence ----------------------------------------------------------------------------------
+
+
+async def test_suspend_stops_the_gears_and_resume_pushes_the_scenario_again(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Mixer(mixer_settings(tmp_path / "m")) as mixer,
+        managed(mixer.nats_url, "edge-a", tmp_path) as a,
+    ):
+        await enrolled(a)
+        digest = store(mixer, "v1", scenario("v1", "gw", racks=("edge-a",)))
+        await mixer.orchestrator.activate("v1:1.0.0")
+        assert a.running({"gw"})
+        await mixer._rack_changed(mixer.registry.suspend("edge-a"))
+        await until(lambda: a.gears == set() and a.agent.digest is None)
+        await mixer._rack_changed(mixer.registry.resume("edge-a"))
+        await until(lambda: a.running({"gw"}) and a.agent.digest == digest)
+
+
+async def test_mixer_restart_keeps_the_active_scenario(tmp_path: Path) -> None:
+    state = tmp_path / "m"
+    async with Mixer(mixer_settings(state)) as mixer:
+        digest = store(mixer, "v1", scenario("v1", "gw"))
+        first = await mixer.orchestrator.activate("v1:1.0.0")
+    async with Mixer(mixer_settings(state)) as mixer:  # resumes: `-s` not given
+        desired = mixer.orchestrator.desired
+        assert desired is not None
+        assert (desired.digest, desired.activation) == (digest, first.activation.id)
+        mixer.registry.adopt(mixer.registry.hello("edge-new").name)
+        async with managed(mixer.nats_url, "edge-new", tmp_path) as fresh:
+            await until(lambda: fresh.running({"gw"}))  # pushed at its hello
+            assert fresh.agent.digest == digest
+            pushes = fresh.link.pushes
+            heartbeats = fresh.link.heartbeats
+            await fresh.link.wait_until(lambda link: link.heartbeats >= heartbeats + 5, TIMEOUT)
+            assert fresh.link.pushes == pushes  # on the active scenario: not pushed again
+
+
+async def test_startup_scenario_file_is_activated_and_racks_get_it_at_hello(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "startup.yaml"
+    path.write_text(scenario("boot", "gw", racks=("edge-s",)))
+    async with Mixer(mixer_settings(tmp_path / "m", startup_scenario=str(path))) as mixer:
+        desired = mixer.orchestrator.desired
+        assert desired is not None
+        assert desired.ref is not None
+        assert desired.ref.startswith("boot:file-")
+        async with managed(mixer.nats_url, "edge-s", tmp_path) as edge:
+            # Named by the active scenario: adopted at hello, then pushed.
+            await until(lambda: edge.running({"gw"}))
+            assert mixer.registry.get("edge-s").status is RackStatus.ACTIVE
+
+
+# -- the real process ----------------------------------------------------------------------------
+
+
+async def test_fluxrig_run_with_mixer_url_waits_pending_then_serves_the_pushed_scenario(
+    tmp_path: Path,
+) -> None:
+    async with Mixer(mixer_settings(tmp_path / "m")) as mixer:
+        proc = RackProcess(
+            None, "--state-dir", str(tmp_path / "rack"), "--mixer-url", mixer.nats_url,
+            env={"FLUXRIG_NAME": "edge-e2e"},
+        )  # fmt: skip
+        await proc.start()
+        try:
+            await proc.wait_for(r"rack 'edge-e2e' is pending: no gears run")
+            store(mixer, "echo", scenario("echo", "gw", racks=("edge-e2e",)))
+            result = await mixer.orchestrator.activate("echo:1.0.0")
+            assert [(o.rack, o.state) for o in result.racks] == [("edge-e2e", "applied")]
+            port = int((await proc.wait_for(r"listening on [\d.]+:(\d+)")).group(1))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ping\n")
+            assert await reader.readline() == b"ping\n"
+            writer.close()
+            await writer.wait_closed()
+        finally:
+            await proc.close()
