@@ -34,8 +34,9 @@ pytest: $(VENV)/.installed-dev
 
 test: lint typecheck pytest
 
-docs: $(VENV)/.installed
+docs: $(VENV)/.installed-dev
 	$(BIN)/fluxrig docs --write docs
+	$(BIN)/python -m mixer.docs docs/mixer-settings.md
 
 proto: $(VENV)/.installed-dev
 	$(BIN)/python proto/generate.py
