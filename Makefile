@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SCENARIO ?= examples/scenarios/echo.yaml
 
-.PHONY: run test lint typecheck pytest docs proto bench clean
+.PHONY: run rack test lint typecheck pytest docs proto bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or PYTHON=python3 make ...)"; exit 1; }
@@ -15,11 +15,23 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,mixer]'
+$(VENV)/.installed-mixer: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[mixer]'
 	touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,mixer]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-mixer
+
+# The standard tier: the mixer (NATS hub, DuckDB, REST :8090, gRPC :8091) with a local rack that
+# enrolls, is adopted and runs $(SCENARIO). Without FLUXRIG_API_TOKEN the APIs run without
+# authentication, on 127.0.0.1 only.
+run: $(VENV)/.installed-mixer
+	$(BIN)/fluxrig-mixer --state-dir .fluxrig-mixer -s $(SCENARIO) --local-rack local \
+		$(if $(FLUXRIG_API_TOKEN),,--insecure)
+
+# A standalone rack on $(SCENARIO), no mixer.
+rack: $(VENV)/.installed
 	$(BIN)/fluxrig run $(SCENARIO)
 
 lint: $(VENV)/.installed-dev

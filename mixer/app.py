@@ -20,8 +20,8 @@ Opened in this order (and closed in reverse) on one `AsyncExitStack`:
    `fluxrig.rack.<name>.status`;
 7. the background tasks (one TaskGroup): the heartbeat sweep marks racks `offline` (and
    enrollment tells them);
-8. the REST API (aiohttp) on `[api] host:port`, the gRPC API on `[api] host:grpc_port`;
-9. the local rack (`[mixer] local_rack`, the standard tier), a supervised child process.
+8. the local rack (`[mixer] local_rack`, the standard tier), a supervised child process;
+9. the REST API (aiohttp) on `[api] host:port`, the gRPC API on `[api] host:grpc_port`.
 
 Open and close a `Mixer` from the same task (`async with` does). `aclose()` is idempotent.
 """
@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from mixer.api.grpc import GrpcApi
 from mixer.api.http import ApiContext, build_app
 from mixer.enrollment import Enrollment
 from mixer.errors import MixerError
+from mixer.local_rack import LocalRack, rack_command
 from mixer.orchestrator import Orchestrator
 from mixer.registry import RackRecord, Registry
 from mixer.settings import MixerSettings
@@ -84,6 +86,7 @@ class Mixer(Service):
         self.startup: StartupChoice | None = None
         self.api_url: str | None = None
         self.grpc_target: str | None = None  # host:port of the gRPC API once started
+        self.local_rack: LocalRack | None = None  # `[mixer] local_rack`, once started
         self._on_offline = on_offline
         self._stack: AsyncExitStack | None = None
         self._stopping = asyncio.Event()
@@ -173,6 +176,7 @@ class Mixer(Service):
             self._hub = self._db = self._store = self._registry = None
             self._enrollment = None
             self._activations = self._orchestrator = None
+            self.local_rack = None
             self.api_url = None
             self.grpc_target = None
             log.info("mixer closed")
@@ -201,6 +205,8 @@ class Mixer(Service):
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         stack.callback(self._stopping.set)  # runs before the TaskGroup exits: the tasks return
         tasks.create_task(self._sweep_heartbeats(), name="heartbeat-sweep")
+        if cfg.mixer.local_rack:  # spawned before gRPC runs threads (its fork handlers warn)
+            await self._start_local_rack(stack, cfg.mixer.local_rack)
         context = self._api_context()
         await self._start_http_api(stack, context)
         await self._start_grpc_api(stack, context)
@@ -239,6 +245,17 @@ class Mixer(Service):
         startup = self.startup
         if startup is not None and startup.ref is not None and startup.action != "resume":
             await orchestrator.activate_at_start(startup.ref)
+
+    async def _start_local_rack(self, stack: AsyncExitStack, name: str) -> None:
+        """The standard tier: a rack child process, enrolled over the hub and adopted at hello
+        (its name is trusted by enrollment); it runs the active scenario."""
+        state = self.settings.mixer.state_dir / "racks" / name
+        command = rack_command(sys.executable, self.nats_url, name, state)
+        local = LocalRack(command, name=name)
+        await local.start()
+        stack.push_async_callback(local.aclose)  # logs "local rack NAME stopped" itself
+        self.local_rack = local
+        log.info("local rack %r started (pid %s), state in %s", name, local.pid, state)
 
     async def _announce(self, record: RackRecord) -> None:
         """Tell a rack its new status (once enrollment runs)."""

@@ -325,3 +325,28 @@ async def test_fluxrig_run_with_mixer_url_waits_pending_then_serves_the_pushed_s
             await writer.wait_closed()
         finally:
             await proc.close()
+
+
+async def test_standard_tier_local_rack_enrolls_is_adopted_and_serves_the_scenario(
+    tmp_path: Path,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # a free port for the echo gear (released just below)
+    path = tmp_path / "echo.yaml"
+    path.write_text(scenario("echo", f"gw@@127.0.0.1:{port}"))
+    settings = mixer_settings(tmp_path / "m", startup_scenario=str(path), local_rack="local")
+    async with Mixer(settings) as mixer:
+        assert mixer.local_rack is not None
+        desired = mixer.orchestrator.desired
+        assert desired is not None
+        await until(lambda: _applied(mixer, "local") == desired.digest, timeout=30)
+        assert mixer.registry.get("local").status is RackStatus.ACTIVE  # trusted: adopted
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping\n")
+        assert await reader.readline() == b"ping\n"
+        writer.close()
+        await writer.wait_closed()
+        pid = mixer.local_rack.pid
+        assert pid is not None
+    with pytest.raises(ProcessLookupError):  # stopped with the mixer
+        os.kill(pid, 0)
