@@ -13,9 +13,10 @@ Tables (component `orchestrator` of `mixer.migrations`):
   (the scenario the fleet runs: at most one row), `superseded` (was active), `failed` (a rack
   could not apply it: the fleet went back to the previous one), `rejected` (pre-flight refused
   it: nothing was pushed).
-- `deployments`: one row per (rack, activation) pushed: `pushed` → `applied` | `failed`, with the
+- `deployments`: one row per push (append-only): `pushed` → `applied` | `failed`, with the
   rack's error and when it answered. The provenance view takes, per rack, the newest applied row
-  (what runs there, since when) and the newest row of any state (did the last push apply?).
+  (what runs there, since when) and the newest row of any state (did the last push apply?); a
+  push waiting for its answer never hides what the rack runs.
 
 Blocking (DuckDB): call it in a thread. A lock serialises the calls of one `ActivationLog`.
 """
@@ -51,6 +52,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         "activations and deployments",
         (
             "CREATE SEQUENCE activation_ids START 1",
+            "CREATE SEQUENCE deployment_ids START 1",
             """CREATE TABLE activations (
                 id           BIGINT PRIMARY KEY DEFAULT nextval('activation_ids'),
                 ref          TEXT,
@@ -63,6 +65,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 previous     BIGINT
             )""",
             """CREATE TABLE deployments (
+                id         BIGINT PRIMARY KEY DEFAULT nextval('deployment_ids'),
                 rack       TEXT NOT NULL,
                 activation BIGINT NOT NULL,
                 digest     TEXT,
@@ -70,9 +73,9 @@ MIGRATIONS: tuple[Migration, ...] = (
                 pushed_at  TIMESTAMP NOT NULL,
                 acked_at   TIMESTAMP,
                 error      TEXT,
-                report     TEXT,
-                PRIMARY KEY (rack, activation)
+                report     TEXT
             )""",
+            "CREATE INDEX deployments_rack ON deployments (rack, activation)",
         ),
     ),
 )
@@ -248,13 +251,11 @@ class ActivationLog:
     # -- deployments --------------------------------------------------------------------------
 
     def pushed(self, rack: str, activation: int, digest: str | None) -> None:
-        """A push went out (again): the row goes back to `pushed`."""
+        """A push went out: a new `pushed` row."""
         with self._locked() as conn:
             conn.execute(
                 "INSERT INTO deployments (rack, activation, digest, state, pushed_at) "
-                "VALUES (?, ?, ?, 'pushed', ?) ON CONFLICT (rack, activation) DO UPDATE SET "
-                "digest = excluded.digest, state = 'pushed', pushed_at = excluded.pushed_at, "
-                "acked_at = NULL, error = NULL, report = NULL",
+                "VALUES (?, ?, ?, 'pushed', ?)",
                 [rack, activation, digest, self._now()],
             )
 
@@ -268,18 +269,22 @@ class ActivationLog:
         error: str | None = None,
         report: str | None = None,
     ) -> None:
-        """The rack answered a push (a row is created if the push was not recorded)."""
+        """The rack answered: its unanswered pushes of `activation` take the answer (a row is
+        added when none waits, e.g. the push was recorded by a mixer that has since restarted)."""
         now = self._now()
         state = "applied" if ok else "failed"
         with self._locked() as conn:
-            conn.execute(
-                "INSERT INTO deployments (rack, activation, digest, state, pushed_at, acked_at, "
-                "error, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (rack, activation) DO UPDATE SET digest = excluded.digest, "
-                "state = excluded.state, acked_at = excluded.acked_at, "
-                "error = excluded.error, report = excluded.report",
-                [rack, activation, digest, state, now, now, error, report],
-            )
+            rows = conn.execute(
+                "UPDATE deployments SET digest = ?, state = ?, acked_at = ?, error = ?, "
+                "report = ? WHERE rack = ? AND activation = ? AND state = 'pushed' RETURNING id",
+                [digest, state, now, error, report, rack, activation],
+            ).fetchall()
+            if not rows:
+                conn.execute(
+                    "INSERT INTO deployments (rack, activation, digest, state, pushed_at, "
+                    "acked_at, error, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [rack, activation, digest, state, now, now, error, report],
+                )
 
     def provenance(self, rack: str | None = None) -> list[RackProvenance]:
         """Per rack (sorted by name): what it runs since when, and its newest push."""
@@ -289,12 +294,11 @@ class ActivationLog:
                 f"""
                 WITH latest AS (
                     SELECT * FROM deployments {where}
-                    QUALIFY row_number() OVER (PARTITION BY rack ORDER BY pushed_at DESC,
-                                               activation DESC) = 1
+                    QUALIFY row_number() OVER (PARTITION BY rack ORDER BY id DESC) = 1
                 ), running AS (
                     SELECT * FROM deployments WHERE state = 'applied'
                     QUALIFY row_number() OVER (PARTITION BY rack ORDER BY acked_at DESC,
-                                               activation DESC) = 1
+                                               id DESC) = 1
                 )
                 SELECT l.rack, r.digest, a.ref, r.activation, r.acked_at,
                        l.activation, l.digest, l.state, l.error, l.pushed_at

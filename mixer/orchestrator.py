@@ -38,6 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Literal
 
@@ -148,6 +149,9 @@ class Orchestrator(Service):
         self._sent: dict[str, tuple[int, float]] = {}  # rack → (activation, monotonic time)
         self._failed: dict[str, int] = {}  # rack → activation it could not apply
         self._waiting: dict[tuple[str, int], asyncio.Future[ScenarioAck]] = {}
+        self._stack: AsyncExitStack | None = None
+        self._tasks: asyncio.TaskGroup | None = None  # owns the activations in progress
+        self._running: set[asyncio.Task[ActivationResult | Exception]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -171,11 +175,22 @@ class Orchestrator(Service):
         try:
             await nc.subscribe(APPLIED_SUBJECTS, cb=self._on_applied)
             await nc.flush()
+            self._stack = stack = AsyncExitStack()
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            stack.callback(self._cancel_activations)  # runs before the TaskGroup exits
         except BaseException:
             await self.aclose()
             raise
 
+    def _cancel_activations(self) -> None:
+        """The mixer stops: activations in progress end here (recorded `failed` at next start)."""
+        for task in self._running:
+            task.cancel()
+
     async def aclose(self) -> None:
+        stack, self._stack, self._tasks = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
         nc, self._nc = self._nc, None
         for future in self._waiting.values():
             future.cancel()
@@ -218,11 +233,29 @@ class Orchestrator(Service):
 
     async def activate(self, ref: str) -> ActivationResult:
         """Activate the stored scenario `ref` (see the module doc). Raises `NotFoundError`,
-        `ScenarioError` (pre-flight) or `ActivationFailedError` (fleet rolled back)."""
+        `ScenarioError` (pre-flight) or `ActivationFailedError` (fleet rolled back).
+
+        The activation runs in the orchestrator's own task group: a caller that goes away (a
+        gRPC deadline, a client disconnect) does not stop it halfway; stopping the mixer does."""
+        if self._tasks is None:
+            raise MixerError("the orchestrator is not started")
+        task = self._tasks.create_task(self._serialised(ref), name=f"activation of {ref}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        outcome = await asyncio.shield(task)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _serialised(self, ref: str) -> ActivationResult | Exception:
+        """One activation at a time; the outcome is returned, never raised (it would take the
+        task group down)."""
         async with self._lock:
             self._activating = True
             try:
                 return await self._activate(ref)
+            except Exception as exc:
+                return exc
             finally:
                 self._activating = False
 
@@ -362,7 +395,10 @@ class Orchestrator(Service):
         """Push `desired` to `racks` and wait (bounded) for every ack."""
         if not racks:
             return ()
-        push = desired.push(rollback=rollback) if desired else ScenarioPush(activation=NOTHING)
+        if desired is not None:
+            push = desired.push(rollback=rollback)
+        else:
+            push = ScenarioPush(activation=NOTHING, rollback=rollback)
         self._rollout = push
         try:
             futures = {rack: await self._push(rack, push) for rack in racks}

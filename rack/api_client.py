@@ -3,6 +3,7 @@
     client = ApiClient.resolve(args.api_url, args.api_token)   # flag > environment > default
     racks = client.get("/racks", {"status": "active"})
     result = client.post("/scenarios", {"tag": "v1", "content": text})
+    client.post("/scenarios/pay:v1/activate", timeout=600)   # a slow operation: its own bound
 
 The rack's base install has no aiohttp/requests, so this is `urllib.request` with a timeout,
 JSON in and out. Every failure is an `ApiError`: the API's `{"error": {code, message, details}}`
@@ -64,14 +65,18 @@ class ApiClient:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         if query:
             path = f"{path}?{urllib.parse.urlencode(query)}"
-        return self._call("GET", path, None)
+        return self._call("GET", path, None, self.timeout)
 
-    def post(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        return self._call("POST", path, json.dumps(body or {}).encode("utf-8"))
+    def post(
+        self, path: str, body: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """`timeout`: seconds to wait for this answer (default: the client's `timeout`)."""
+        data = json.dumps(body or {}).encode("utf-8")
+        return self._call("POST", path, data, self.timeout if timeout is None else timeout)
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, data: bytes | None) -> Any:
+    def _call(self, method: str, path: str, data: bytes | None, timeout: float) -> Any:
         url = f"{self.base_url}{API_PREFIX}{path}"
         headers = {"Accept": "application/json", "User-Agent": f"fluxrig/{__version__}"}
         if data is not None:
@@ -80,15 +85,15 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {self._token}"
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return self._decode(response.read(), response.status)
         except urllib.error.HTTPError as exc:
             with exc:
                 raise self._refusal(exc.code, exc.read()) from None
         except urllib.error.URLError as exc:
-            raise self._unreachable(exc.reason) from None
+            raise self._unreachable(exc.reason, timeout) from None
         except OSError as exc:  # timeouts and resets while reading the answer
-            raise self._unreachable(exc) from None
+            raise self._unreachable(exc, timeout) from None
 
     def _decode(self, raw: bytes, status: int) -> Any:
         if not raw:
@@ -102,11 +107,11 @@ class ApiClient:
                 status=status,
             ) from None
 
-    def _unreachable(self, reason: object) -> ApiError:
+    def _unreachable(self, reason: object, timeout: float) -> ApiError:
         if isinstance(reason, ConnectionRefusedError):
             why = "connection refused"
         elif isinstance(reason, TimeoutError):
-            why = f"no answer within {self.timeout:g} s"
+            why = f"no answer within {timeout:g} s"
         elif isinstance(reason, OSError) and reason.strerror:
             why = reason.strerror
         else:

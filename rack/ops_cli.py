@@ -2,7 +2,8 @@
 
 fluxrig racks list [--status S] | show NAME | adopt|suspend|resume|retire NAME | rename NAME NEW
 fluxrig scenario import FILE [--name N] --tag T [--dry-run] | list [--name N] | show REF [--meta]
-fluxrig scenario diff FILE --against REF
+fluxrig scenario diff FILE [--against REF]          (default: against the active scenario)
+fluxrig scenario activate REF [--timeout S] | active | history [--limit N]
 fluxrig spec import FILE --name N --tag T [--dry-run] | list [--name N] | show REF | diff FILE ...
 fluxrig gears list --remote
 
@@ -29,10 +30,8 @@ from rack.api_client import DEFAULT_API_URL, ApiClient, segment
 from rack.errors import FluxError
 
 Actions: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-NO_ACTIVE = (
-    "scenario diff needs --against REF for now: the mixer has no active scenario yet "
-    "(activation comes with the orchestrator; it will then be the default)"
-)
+NO_ACTIVE = "no scenario is active; use --against REF"
+ACTIVATE_TIMEOUT = 300.0  # seconds: racks get [orchestrator] apply_timeout, twice on a rollback
 
 
 # -- output --------------------------------------------------------------------------------------
@@ -207,17 +206,22 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    if args.against is None:
-        print(f"fluxrig: {NO_ACTIVE}", file=sys.stderr)
-        return 2
     local = document_text(args.file, args.kind)
-    content = client(args).get(f"/{args.kind}s/{segment(args.against)}")
+    api = client(args)
+    if args.against is not None:
+        against, ref = args.against, args.against
+    else:  # a scenario without --against: the active one, fetched by its digest
+        active = api.get("/activation")["active"]
+        if active is None:
+            raise FluxError(NO_ACTIVE)
+        against, ref = f"active {active['ref'] or active['digest']}", active["digest"]
+    content = api.get(f"/{args.kind}s/{segment(ref)}")
     stored = content_bytes(content).decode("utf-8", "replace")
-    diff = "".join(_unified(stored, local, f"{args.against} (mixer)", str(args.file)))
+    diff = "".join(_unified(stored, local, f"{against} (mixer)", str(args.file)))
     if args.json:
-        return emit_json({"against": args.against, "digest": content["digest"], "diff": diff})
+        return emit_json({"against": against, "digest": content["digest"], "diff": diff})
     if not diff:
-        print(f"no differences: {args.file} matches {args.kind} {args.against}")
+        print(f"no differences: {args.file} matches {args.kind} {against}")
     sys.stdout.write(diff)
     return 0
 
@@ -229,6 +233,84 @@ def _unified(old: str, new: str, old_name: str, new_name: str) -> list[str]:
     return [
         line if line.endswith("\n") else f"{line}\n\\ No newline at end of file\n" for line in lines
     ]
+
+
+# -- activation ----------------------------------------------------------------------------------
+
+
+def scenario_label(activation: dict[str, Any]) -> str:
+    return str(activation["ref"] or activation["digest"])
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    path = f"/scenarios/{segment(args.ref)}/activate"
+    result = client(args).post(path, timeout=args.timeout)  # 409/422: ApiError with every detail
+    if args.json:
+        return emit_json(result)
+    act = result["activation"]
+    print(f"activated {scenario_label(act)} (activation {act['id']}, {act['digest'][:19]})")
+    rows = [(r["rack"], r["state"], r["report"] or r["error"] or "-") for r in result["racks"]]
+    if rows:
+        table(("RACK", "STATE", "REPORT"), rows)
+    else:
+        print("no rack is active yet: each rack gets it once it is adopted and says hello")
+    if result["adopted"]:
+        print(f"adopted (the scenario names them): {', '.join(result['adopted'])}")
+    if result["unknown"]:
+        print(f"named but never enrolled (adopted at hello): {', '.join(result['unknown'])}")
+    return 0
+
+
+def cmd_active(args: argparse.Namespace) -> int:
+    answer = client(args).get("/activation")
+    if args.json:
+        return emit_json(answer)
+    act = answer["active"]
+    if act is None:
+        print("no scenario is active (fluxrig scenario activate REF)")
+    else:
+        print(
+            f"active: {scenario_label(act)} ({act['digest'][:19]}, activation {act['id']}, "
+            f"since {when(act['finished_at'])})"
+        )
+    rows = [
+        (
+            r["rack"],
+            r["digest"][:19] if r["digest"] else "-",
+            when(r["since"]),
+            "yes" if r["applied"] else "no",
+            r["last_state"] + (f": {r['last_error']}" if r["last_error"] else ""),
+        )
+        for r in answer["racks"]
+    ]
+    if rows:
+        table(("RACK", "DIGEST", "SINCE", "APPLIED", "LAST PUSH"), rows)
+    else:
+        print("no rack was pushed a scenario yet")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    limit = str(args.limit) if args.limit is not None else None
+    answer = client(args).get("/activations", {"limit": limit})
+    if args.json:
+        return emit_json(answer)
+    rows = [
+        (
+            str(a["id"]),
+            a["state"],
+            a["ref"] or "-",
+            a["digest"][:19],
+            when(a["requested_at"]),
+            a["error"] or "-",
+        )
+        for a in answer["activations"]
+    ]
+    if not rows:
+        print("no activations yet")
+        return 0
+    table(("ID", "STATE", "REF", "DIGEST", "REQUESTED", "ERROR"), rows)
+    return 0
 
 
 # -- gears (remote) ------------------------------------------------------------------------------
@@ -270,6 +352,7 @@ def add_parsers(sub: Actions, scenario: Actions) -> None:
     common = remote_options()
     _add_racks(sub, common)
     _add_content(scenario, "scenario", common)
+    _add_activation(scenario, common)
     spec = sub.add_parser("spec", help="specs stored on the mixer")
     _add_content(
         spec.add_subparsers(dest="action", required=True, metavar="ACTION"), "spec", common
@@ -328,6 +411,39 @@ def _add_content(actions: Actions, kind: str, common: argparse.ArgumentParser) -
     diff.add_argument("file", type=Path)
     against = "the stored ref to compare with (name:tag, name or sha256:<hex>)"
     if kind == "scenario":
-        against += "; required until activation lands, then the active scenario is the default"
+        against += "; default: the active scenario"
     diff.add_argument("--against", metavar="REF", required=kind != "scenario", help=against)
     diff.set_defaults(func=cmd_diff, kind=kind)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _add_activation(actions: Actions, common: argparse.ArgumentParser) -> None:
+    activate = actions.add_parser(
+        "activate", parents=[common], help="activate a stored scenario on every active rack"
+    )
+    activate.add_argument("ref", help="name:tag, name (latest SemVer tag) or sha256:<hex>")
+    activate.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=ACTIVATE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the mixer's answer (default {ACTIVATE_TIMEOUT:g}); it waits "
+        "up to [orchestrator] apply_timeout for the racks, twice when it rolls back",
+    )
+    activate.set_defaults(func=cmd_activate)
+    active = actions.add_parser(
+        "active", parents=[common], help="the active scenario and what every rack runs"
+    )
+    active.set_defaults(func=cmd_active)
+    history = actions.add_parser("history", parents=[common], help="activations, newest first")
+    history.add_argument("--limit", type=int, help="at most N (1..1000, default 50)")
+    history.set_defaults(func=cmd_history)

@@ -19,12 +19,14 @@ the log under that id and never to the client.
 | MethodNotAllowedError              | 405  | UNIMPLEMENTED       | method_not_allowed  |
 | ConflictError (tag reuse)          | 409  | ALREADY_EXISTS      | tag_conflict        |
 | RackConflictError                  | 409  | FAILED_PRECONDITION | rack_conflict       |
+| ActivationFailedError              | 409  | ABORTED             | activation_failed   |
 | InvalidRefError                    | 400  | INVALID_ARGUMENT    | invalid_ref         |
 | RackNameError                      | 400  | INVALID_ARGUMENT    | invalid_rack_name   |
 | MalformedRequestError              | 400  | INVALID_ARGUMENT    | malformed_request   |
 | PayloadTooLargeError               | 413  | RESOURCE_EXHAUSTED  | payload_too_large   |
 | RequestValidationError             | 422  | INVALID_ARGUMENT    | invalid_request     |
 | ScenarioError                      | 422  | INVALID_ARGUMENT    | invalid_scenario    |
+| ServiceUnavailableError            | 503  | UNAVAILABLE         | unavailable         |
 | MachineIdsExhaustedError           | 507  | RESOURCE_EXHAUSTED  | machine_ids_exhausted |
 | anything else                      | 500  | INTERNAL            | internal            |
 
@@ -32,7 +34,9 @@ Decisions: tag reuse is ALREADY_EXISTS (the `name:tag` the client tries to creat
 other bytes), while a rack conflict is FAILED_PRECONDITION (the rack's current status or a taken
 name forbids the operation; the client must change state first). Malformed syntax (bad JSON,
 bad ref spelling) is 400; well-formed input that fails validation is 422. Exhausted MachineIDs
-are 507 (Insufficient Storage) rather than 503: retrying later does not help.
+are 507 (Insufficient Storage) rather than 503: retrying later does not help. A failed
+activation is ABORTED: the mixer tried it and put the fleet back (one `details` entry per rack,
+`racks.<name>`, and per rollback push, `rollback.<name>`); fix the cause and activate again.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mixer.errors import (
+    ActivationFailedError,
     ConflictError,
     InvalidRefError,
     MachineIdsExhaustedError,
@@ -107,6 +112,10 @@ class PayloadTooLargeError(ApiError):
     """The request body is larger than the mixer accepts."""
 
 
+class ServiceUnavailableError(ApiError):
+    """The part of the mixer the operation needs is not running (e.g. no orchestrator)."""
+
+
 class RequestValidationError(ApiError):
     """Well-formed request that breaks the operation's schema; `details` locate every problem."""
 
@@ -139,12 +148,14 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     MethodNotAllowedError: ErrorKind(405, "UNIMPLEMENTED", "method_not_allowed"),
     ConflictError: ErrorKind(409, "ALREADY_EXISTS", "tag_conflict"),
     RackConflictError: ErrorKind(409, "FAILED_PRECONDITION", "rack_conflict"),
+    ActivationFailedError: ErrorKind(409, "ABORTED", "activation_failed"),
     InvalidRefError: ErrorKind(400, "INVALID_ARGUMENT", "invalid_ref"),
     RackNameError: ErrorKind(400, "INVALID_ARGUMENT", "invalid_rack_name"),
     MalformedRequestError: ErrorKind(400, "INVALID_ARGUMENT", "malformed_request"),
     PayloadTooLargeError: ErrorKind(413, "RESOURCE_EXHAUSTED", "payload_too_large"),
     RequestValidationError: ErrorKind(422, "INVALID_ARGUMENT", "invalid_request"),
     ScenarioError: ErrorKind(422, "INVALID_ARGUMENT", "invalid_scenario"),
+    ServiceUnavailableError: ErrorKind(503, "UNAVAILABLE", "unavailable"),
     MachineIdsExhaustedError: ErrorKind(507, "RESOURCE_EXHAUSTED", "machine_ids_exhausted"),
 }
 
@@ -164,7 +175,35 @@ def details_of(exc: BaseException) -> list[Detail]:
         return [Detail(p.path, p.message, p.line) for p in exc.problems]
     if isinstance(exc, RequestValidationError):
         return list(exc.details)
+    if isinstance(exc, ActivationFailedError):
+        return activation_details(exc)
     return []
+
+
+_OUTCOMES = {
+    "applied": "applied it",
+    "failed": "failed: {error}",
+    "timeout": "timeout: {error}",
+}
+_ROLLBACKS = {
+    "applied": "rolled back",
+    "failed": "rollback failed: {error}",
+    "timeout": "rollback timeout: {error}",
+}
+
+
+def activation_details(exc: ActivationFailedError) -> list[Detail]:
+    """What every rack said (`racks.<name>`), then how each rollback push went
+    (`rollback.<name>`; racks that failed kept what they ran and are not pushed again)."""
+    details = []
+    for path, texts, outcomes in (
+        ("racks", _OUTCOMES, exc.result.racks),
+        ("rollback", _ROLLBACKS, exc.result.rollback),
+    ):
+        for o in outcomes:
+            error = o.error or "no reason given"
+            details.append(Detail(f"{path}.{o.rack}", texts[o.state].format(error=error)))
+    return details
 
 
 def message_of(exc: BaseException) -> str:

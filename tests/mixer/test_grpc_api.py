@@ -23,12 +23,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mixer.api.grpc import SERVICES, GrpcApi, RackWatch, start_grpc_server
-from mixer.api.grpc.content import ACTIVATION_PENDING
 from mixer.api.grpc.status import ERROR_BODY_KEY, ERROR_CODE_KEY
 from mixer.api.http import ApiContext
 from mixer.errors import MixerError
 from mixer.registry import RackRecord, RackStatus
 from mixer.store import digest_of
+from tests.mixer.conftest import MakeRack, applies, fails
 from tests.mixer.documents import INVALID_SCENARIO, SCENARIO, SCENARIO_V2, TOKEN
 
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -388,35 +388,125 @@ async def test_import_list_and_get_specs(specs: store_pb2_grpc.SpecServiceStub) 
     )
 
 
-async def test_activation_is_not_implemented_yet(
-    scenarios: store_pb2_grpc.ScenarioServiceStub,
+# --- activation ---------------------------------------------------------------------------------
+
+MISSING_SPEC = SCENARIO.replace("gears:\n", "spec: nope:1.0.0\ngears:\n", 1)
+
+
+@pytest.fixture
+async def live(hub_ctx: ApiContext) -> AsyncIterator[store_pb2_grpc.ScenarioServiceStub]:
+    """ScenarioService over a started orchestrator, with three stored versions (v3: a missing
+    spec)."""
+    for tag, text in (("v1.0.0", SCENARIO), ("v2.0.0", SCENARIO_V2), ("v3.0.0", MISSING_SPEC)):
+        hub_ctx.store.put("scenario", "payment-flow", tag, text.encode())
+    async with (
+        GrpcApi(hub_ctx, "127.0.0.1", 0, grace=1.0) as server,
+        grpc.aio.insecure_channel(server.target) as ch,
+    ):
+        yield store_pb2_grpc.ScenarioServiceStub(ch)
+
+
+async def test_activate_and_get_the_active_scenario(
+    live: store_pb2_grpc.ScenarioServiceStub, fake_rack: MakeRack
+) -> None:
+    empty = await live.GetActiveScenario(store_pb2.ListRequest(), metadata=AUTH)
+    assert not empty.HasField("activation")
+    assert not empty.HasField("ref")
+    assert not empty.racks
+    await fake_rack("edge-1", applies("edge-1"))
+
+    reply = await live.ActivateScenario(
+        store_pb2.ActivateRequest(ref="payment-flow:v1.0.0"), metadata=AUTH
+    )
+    act = reply.activation
+    assert (act.ref, act.digest, act.scenario, act.state, act.previous) == (
+        "payment-flow:v1.0.0", digest_of(SCENARIO.encode()), "payment-flow", "active", 0,
+    )  # fmt: skip
+    assert act.HasField("requested_at")
+    assert act.HasField("finished_at")
+    assert (reply.ref.name, reply.ref.tag, reply.ref.digest, reply.ref.size) == (
+        "payment-flow", "v1.0.0", act.digest, len(SCENARIO.encode()),
+    )  # fmt: skip
+    assert reply.ref.HasField("created_at")
+    assert [(o.rack, o.state, o.error, o.report) for o in reply.outcomes] == [
+        ("edge-1", "applied", "", "started 2 gears")
+    ]
+    (row,) = reply.racks
+    assert (row.rack, row.digest, row.ref, row.applied, row.activation, row.last_state) == (
+        "edge-1", act.digest, "payment-flow:v1.0.0", True, act.id, "applied",
+    )  # fmt: skip
+    assert row.HasField("since")
+
+    active = await live.GetActiveScenario(store_pb2.ListRequest(), metadata=AUTH)
+    assert active.activation == act
+    assert active.ref == reply.ref
+    assert list(active.racks) == list(reply.racks)
+    assert not active.outcomes
+
+    by_digest = await live.ActivateScenario(
+        store_pb2.ActivateRequest(ref=digest_of(SCENARIO_V2.encode())), metadata=AUTH
+    )
+    assert (by_digest.activation.ref, by_digest.activation.previous) == ("", act.id)
+    assert (by_digest.ref.name, by_digest.ref.size) == ("", len(SCENARIO_V2.encode()))
+
+
+async def test_activation_errors_go_through_the_table(
+    live: store_pb2_grpc.ScenarioServiceStub, fake_rack: MakeRack
 ) -> None:
     err = await rpc_error(
-        scenarios.ActivateScenario(store_pb2.ActivateRequest(ref="x:v1"), metadata=AUTH),
-        grpc.StatusCode.UNIMPLEMENTED,
-    )
-    assert err.details() == ACTIVATION_PENDING
-    await rpc_error(
-        scenarios.GetActiveScenario(store_pb2.ListRequest(), metadata=AUTH),
-        grpc.StatusCode.UNIMPLEMENTED,
-    )
-
-
-# --- gears --------------------------------------------------------------------------------------
-
-
-async def test_gear_catalogue(gears: gears_pb2_grpc.GearServiceStub) -> None:
-    listed = await gears.ListGears(gears_pb2.ListGearsRequest(), metadata=AUTH)
-    by_type = {g.type: g for g in listed.gears}
-    assert list(by_type["generator"].outputs) == ["out"]
-    assert by_type["io_tcp"].summary
-    gear = await gears.GetGear(gears_pb2.GetGearRequest(type="generator"), metadata=AUTH)
-    assert "rate" in json.loads(gear.config_schema_json)["properties"]
-    err = await rpc_error(
-        gears.GetGear(gears_pb2.GetGearRequest(type="no_such_gear"), metadata=AUTH),
+        live.ActivateScenario(store_pb2.ActivateRequest(ref="payment-flow:v9"), metadata=AUTH),
         grpc.StatusCode.NOT_FOUND,
     )
-    assert trailers(err)[ERROR_CODE_KEY] == "unknown_gear"
+    assert trailers(err)[ERROR_CODE_KEY] == "not_found"
+    await rpc_error(
+        live.ActivateScenario(store_pb2.ActivateRequest(), metadata=AUTH),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    err = await rpc_error(
+        live.ActivateScenario(store_pb2.ActivateRequest(ref="payment-flow:v3.0.0"), metadata=AUTH),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "  - spec: spec 'nope:1.0.0' is not in the store" in err.details()
+    assert error_body(err)["code"] == "invalid_scenario"
+
+    await fake_rack("edge-1", fails("edge-1", "port 9000 in use"))
+    err = await rpc_error(
+        live.ActivateScenario(store_pb2.ActivateRequest(ref="payment-flow:v1.0.0"), metadata=AUTH),
+        grpc.StatusCode.ABORTED,
+    )
+    assert "  - racks.edge-1: failed: port 9000 in use" in err.details()
+    error = error_body(err)
+    assert error["code"] == "activation_failed"
+    assert error["details"] == [
+        {"path": "racks.edge-1", "message": "failed: port 9000 in use", "line": None}
+    ]
+    active = await live.GetActiveScenario(store_pb2.ListRequest(), metadata=AUTH)
+    assert not active.HasField("activation")
+    assert [(r.rack, r.applied, r.last_state, r.error) for r in active.racks] == [
+        ("edge-1", False, "failed", "port 9000 in use")
+    ]
+
+    err = await rpc_error(
+        live.GetActiveScenario(store_pb2.ListRequest(name="x"), metadata=AUTH),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "name" in err.details()
+
+
+async def test_activation_without_an_orchestrator_is_unavailable(ctx: ApiContext) -> None:
+    bare = dataclasses.replace(ctx, orchestrator=None)
+    async with (
+        GrpcApi(bare, "127.0.0.1", 0, grace=1.0) as server,
+        grpc.aio.insecure_channel(server.target) as ch,
+    ):
+        stub = store_pb2_grpc.ScenarioServiceStub(ch)
+        for call in (
+            stub.ActivateScenario(store_pb2.ActivateRequest(ref="x:v1"), metadata=AUTH),
+            stub.GetActiveScenario(store_pb2.ListRequest(), metadata=AUTH),
+        ):
+            err = await rpc_error(call, grpc.StatusCode.UNAVAILABLE)
+            assert "orchestrator" in err.details()
+            assert trailers(err)[ERROR_CODE_KEY] == "unavailable"
 
 
 # --- errors, auth, health, reflection -----------------------------------------------------------

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 import schemathesis
 from aiohttp import web
@@ -42,6 +45,8 @@ from mixer.errors import (
 )
 from mixer.store import digest_of
 from rack.errors import Problem, ScenarioError
+from rack.natsd import NatsServer, NatsServerConfig
+from tests.mixer.conftest import started_orchestrator
 from tests.mixer.documents import INVALID_SCENARIO, SCENARIO, SCENARIO_V2, TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -501,8 +506,9 @@ def test_to_problem_carries_scenario_problems() -> None:
 class LiveApi:
     """The API on 127.0.0.1:0 in a thread of its own, so synchronous HTTP clients can call it."""
 
-    def __init__(self, ctx: ApiContext) -> None:
+    def __init__(self, ctx: ApiContext, database: duckdb.DuckDBPyConnection, store: Path) -> None:
         self.ctx = ctx
+        self.database, self.store = database, store  # for the orchestrator and its hub
         self.url = ""
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -511,7 +517,16 @@ class LiveApi:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        runner = web.AppRunner(build_app(self.ctx))
+        config = NatsServerConfig(port=0, store_dir=self.store)
+        async with (
+            NatsServer(config) as hub,
+            started_orchestrator(self.ctx, self.database, hub.url) as orchestrator,
+        ):
+            await self._run(dataclasses.replace(self.ctx, orchestrator=orchestrator))
+
+    async def _run(self, ctx: ApiContext) -> None:
+        assert self._stop is not None
+        runner = web.AppRunner(build_app(ctx))
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -537,10 +552,12 @@ class LiveApi:
 
 
 @pytest.fixture
-def live_api(ctx: ApiContext) -> Iterator[LiveApi]:
+def live_api(
+    ctx: ApiContext, database: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> Iterator[LiveApi]:
     ctx.registry.hello("rack-a")
     ctx.store.put("scenario", "payment-flow", "v1.0.0", SCENARIO.encode())
-    with LiveApi(ctx) as api:
+    with LiveApi(ctx, database, tmp_path / "hub") as api:
         yield api
 
 

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from aiohttp import web
 from mixer.api.http import ApiContext, build_app
 from mixer.app import Mixer
 from mixer.settings import MixerSettings
+from mixer.store import digest_of
 from rack.api_client import ApiClient
 from rack.cli import main
 from rack.errors import ApiError
-from tests.mixer.documents import SCENARIO, TOKEN
+from tests.mixer.conftest import MakeRack, applies, fails
+from tests.mixer.documents import SCENARIO, SCENARIO_V2, TOKEN
 
 INVALID = """\
 name: broken
@@ -58,8 +61,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(key, raising=False)
 
 
-@pytest.fixture
-async def api_url(ctx: ApiContext) -> AsyncIterator[str]:
+@asynccontextmanager
+async def serve(ctx: ApiContext) -> AsyncIterator[str]:
+    """The REST API of `ctx` on a real port; its base URL."""
     runner = web.AppRunner(build_app(ctx))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -69,6 +73,12 @@ async def api_url(ctx: ApiContext) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def api_url(ctx: ApiContext) -> AsyncIterator[str]:
+    async with serve(ctx) as url:
+        yield url
 
 
 class Cli:
@@ -90,6 +100,13 @@ class Cli:
 @pytest.fixture
 def cli(api_url: str, capsys: pytest.CaptureFixture[str]) -> Cli:
     return Cli(api_url, capsys)
+
+
+@pytest.fixture
+async def hub_cli(hub_ctx: ApiContext, capsys: pytest.CaptureFixture[str]) -> AsyncIterator[Cli]:
+    """The CLI against an API whose orchestrator is started on a real hub."""
+    async with serve(hub_ctx) as url:
+        yield Cli(url, capsys)
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
@@ -207,7 +224,8 @@ async def test_invalid_scenario_lists_every_problem(cli: Cli, tmp_path: Path) ->
     assert any(line.startswith("  - gears[1].type (line 8): ") for line in lines)
 
 
-async def test_scenario_list_show_and_diff(cli: Cli, tmp_path: Path) -> None:
+async def test_scenario_list_show_and_diff(hub_cli: Cli, tmp_path: Path) -> None:
+    cli = hub_cli
     path = write(tmp_path, "flow.yaml", SCENARIO)
     assert (await cli("scenario", "import", path, "--tag", "v1.0.0"))[0] == 0
 
@@ -245,10 +263,9 @@ async def test_scenario_list_show_and_diff(cli: Cli, tmp_path: Path) -> None:
     assert code == 0
     assert out.startswith("no differences")
 
-    code, out, err = await cli("scenario", "diff", path)
-    assert (code, out) == (2, "")
-    assert "needs --against REF" in err
-    assert "active scenario" in err
+    code, out, err = await cli("scenario", "diff", path)  # nothing is active yet
+    assert (code, out) == (1, "")
+    assert err == "fluxrig: no scenario is active; use --against REF\n"
 
 
 async def test_toml_form_is_sent_as_yaml(cli: Cli, tmp_path: Path) -> None:
@@ -267,6 +284,109 @@ def test_local_validate_sits_beside_the_remote_actions(
     path = write(tmp_path, "flow.yaml", SCENARIO)
     assert main(["scenario", "validate", path]) == 0
     assert "scenario 'payment-flow' is valid" in capsys.readouterr().out
+
+
+# --- activation ---------------------------------------------------------------------------------
+
+
+async def test_activate_active_history_and_diff_against_active(
+    hub_cli: Cli, fake_rack: MakeRack, tmp_path: Path
+) -> None:
+    cli = hub_cli
+    code, out, _ = await cli("scenario", "active")
+    assert code == 0
+    assert out.splitlines() == [
+        "no scenario is active (fluxrig scenario activate REF)",
+        "no rack was pushed a scenario yet",
+    ]
+    assert await cli("scenario", "history") == (0, "no activations yet\n", "")
+    path = write(tmp_path, "flow.yaml", SCENARIO)
+    for tag, file in (("v1.0.0", path), ("v2.0.0", write(tmp_path, "v2.yaml", SCENARIO_V2))):
+        assert (await cli("scenario", "import", file, "--tag", tag))[0] == 0
+    edge = await fake_rack("edge-1", applies("edge-1"))
+    digest = digest_of(SCENARIO.encode())
+
+    code, out, err = await cli("scenario", "activate", "payment-flow:v1.0.0")
+    assert (code, err) == (0, "")
+    first, header, row = out.splitlines()
+    assert first == f"activated payment-flow:v1.0.0 (activation 1, {digest[:19]})"
+    assert header.split() == ["RACK", "STATE", "REPORT"]
+    assert row.split() == ["edge-1", "applied", "started", "2", "gears"]
+
+    code, out, _ = await cli("scenario", "active")
+    assert code == 0
+    first, header, row = out.splitlines()
+    assert first.startswith(f"active: payment-flow:v1.0.0 ({digest[:19]}, activation 1, since 2")
+    assert header.split() == ["RACK", "DIGEST", "SINCE", "APPLIED", "LAST", "PUSH"]
+    rack, short, _day, _time, applied, last = row.split()
+    assert (rack, short, applied, last) == ("edge-1", digest[:19], "yes", "applied")
+
+    edge.answer = fails("edge-1", "port 9000 in use")
+    code, out, err = await cli("scenario", "activate", "payment-flow:v2.0.0")
+    assert (code, out) == (1, "")
+    assert err.startswith("fluxrig: activation of payment-flow:v2.0.0 failed: rack 'edge-1'")
+    assert "  - racks.edge-1: failed: port 9000 in use\n" in err
+
+    code, out, _ = await cli("scenario", "active")  # still on v1; the refusal is shown
+    row = out.splitlines()[2]
+    assert row.split()[:2] == ["edge-1", digest[:19]]
+    assert row.endswith(" yes      failed: port 9000 in use")
+
+    code, out, _ = await cli("scenario", "history")
+    assert code == 0
+    header, failed, active = out.splitlines()
+    assert header.split() == ["ID", "STATE", "REF", "DIGEST", "REQUESTED", "ERROR"]
+    assert failed.split()[:3] == ["2", "failed", "payment-flow:v2.0.0"]
+    assert failed.endswith("  rack 'edge-1' could not apply it: port 9000 in use")
+    assert active.split()[:3] == ["1", "active", "payment-flow:v1.0.0"]
+    assert active.endswith(" -")
+    code, out, _ = await cli("scenario", "history", "--limit", "1", "--json")
+    assert [a["id"] for a in json.loads(out)["activations"]] == [2]
+    code, _, err = await cli("scenario", "history", "--limit", "0")
+    assert code == 1
+    assert "query.limit" in err
+
+    edited = write(tmp_path, "edited.yaml", SCENARIO.replace("count: 1", "count: 5"))
+    code, out, _ = await cli("scenario", "diff", edited)  # against the active one (v1)
+    assert code == 0
+    assert out.startswith(f"--- active payment-flow:v1.0.0 (mixer)\n+++ {edited}\n")
+    assert "\n+    config: {rate: 0, count: 5}\n" in out
+    code, out, _ = await cli("scenario", "diff", path)
+    assert out == f"no differences: {path} matches scenario active payment-flow:v1.0.0\n"
+    code, out, _ = await cli("scenario", "diff", path, "--json")
+    assert json.loads(out) == {
+        "against": "active payment-flow:v1.0.0",
+        "digest": digest,
+        "diff": "",
+    }
+
+
+async def test_activate_refusals_and_json(hub_cli: Cli, tmp_path: Path) -> None:
+    cli = hub_cli
+    path = write(tmp_path, "flow.yaml", SCENARIO.replace("gears:", "spec: nope:1.0.0\ngears:"))
+    assert (await cli("scenario", "import", path, "--tag", "v1"))[0] == 0
+    code, out, err = await cli("scenario", "activate", "payment-flow:v1")
+    assert (code, out) == (1, "")
+    assert "  - spec: spec 'nope:1.0.0' is not in the store; import it first\n" in err
+    code, _, err = await cli("scenario", "activate", "payment-flow:v9")
+    assert code == 1
+    assert err.startswith("fluxrig: not found: no scenario payment-flow:v9")
+
+    path = write(tmp_path, "ok.yaml", SCENARIO)
+    assert (await cli("scenario", "import", path, "--tag", "v2"))[0] == 0
+    code, out, _ = await cli("scenario", "activate", "payment-flow:v2", "--json")
+    assert code == 0
+    answer = json.loads(out)
+    assert (answer["activation"]["state"], answer["racks"]) == ("active", [])
+    code, out, _ = await cli("scenario", "activate", "payment-flow:v2")
+    assert out.splitlines()[1] == (
+        "no rack is active yet: each rack gets it once it is adopted and says hello"
+    )
+    code, out, _ = await cli("scenario", "active", "--json")
+    assert json.loads(out)["active"]["id"] == 3
+    with pytest.raises(SystemExit) as usage:
+        await cli("scenario", "activate", "payment-flow:v2", "--timeout", "0")
+    assert usage.value.code == 2
 
 
 # --- specs and gears ----------------------------------------------------------------------------

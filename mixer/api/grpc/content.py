@@ -3,8 +3,8 @@
 Imports go through the REST API's own steps (`mixer.api.http.content`): the same request models
 (tag and size limits), the rack's pre-flight for scenarios (INVALID_ARGUMENT listing every
 problem with its YAML path and line; nothing is stored), ALREADY_EXISTS when `name:tag` holds
-other bytes. Activation arrives with the orchestrator: until then ActivateScenario and
-GetActiveScenario answer UNIMPLEMENTED.
+other bytes. ActivateScenario and GetActiveScenario are the orchestrator's
+(`mixer.api.grpc.activation`).
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from typing import Any
 import grpc
 from pydantic import ValidationError
 
-from mixer.api.grpc import convert
+from mixer.api.grpc import activation, convert
 from mixer.api.grpc.proto import store_pb2
 from mixer.api.grpc.status import answers, invalid_request
 from mixer.api.http.content import _import_scenario, _import_spec
 from mixer.api.http.context import ApiContext
 from mixer.api.http.models import ImportResult, ScenarioImport, SpecImport
 from mixer.store import Kind, Ref
-
-ACTIVATION_PENDING = "scenario activation arrives with the orchestrator"
 
 
 def _entry(ctx: ApiContext, kind: Kind, name: str, tag: str) -> Ref | None:
@@ -119,17 +117,17 @@ class ScenarioServicer(_Content):
     ) -> store_pb2.GetResponse:
         return await self._get(request, context)
 
+    @answers
     async def ActivateScenario(
         self, request: store_pb2.ActivateRequest, context: Any
     ) -> store_pb2.ActiveResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, ACTIVATION_PENDING)
-        raise AssertionError("context.abort returned")
+        return await activation.activate(self._ctx, request)
 
+    @answers
     async def GetActiveScenario(
         self, request: store_pb2.ListRequest, context: Any
     ) -> store_pb2.ActiveResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, ACTIVATION_PENDING)
-        raise AssertionError("context.abort returned")
+        return await activation.active(self._ctx, request)
 
 
 class SpecServicer(_Content):

@@ -1,4 +1,5 @@
-"""The registry's, store's and gear catalogue's values as `fluxrig.v1` messages."""
+"""The registry's, store's, activation log's and gear catalogue's values as `fluxrig.v1`
+messages (None becomes the field's zero value: "", 0 or an unset timestamp)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from mixer.activations import ActivationRecord, RackProvenance
 from mixer.api.grpc.proto import gears_pb2, racks_pb2, store_pb2, struct_pb2, timestamp_pb2
+from mixer.orchestrator import RackOutcome
 from mixer.registry import RackRecord
 from mixer.store import Blob, Ref
 from rack.gear.docs import config_schema
@@ -69,6 +72,46 @@ def blob_ref(blob: Blob, entry: Ref | None) -> store_pb2.StoredRef:
         digest=blob.digest,
         size=len(blob.data),
     )
+
+
+def activation(rec: ActivationRecord) -> store_pb2.Activation:
+    msg = store_pb2.Activation(
+        id=rec.id,
+        ref=rec.ref or "",
+        digest=rec.digest,
+        scenario=rec.scenario,
+        state=rec.state,
+        requested_at=timestamp(rec.requested_at),
+        error=rec.error or "",
+        previous=rec.previous or 0,
+    )
+    if rec.finished_at is not None:
+        msg.finished_at.CopyFrom(timestamp(rec.finished_at))
+    return msg
+
+
+def outcome(o: RackOutcome) -> store_pb2.RackOutcome:
+    return store_pb2.RackOutcome(
+        rack=o.rack, state=o.state, error=o.error or "", report=o.report or ""
+    )
+
+
+def provenance(row: RackProvenance, active: ActivationRecord | None) -> store_pb2.Provenance:
+    msg = store_pb2.Provenance(
+        rack=row.rack,
+        digest=row.digest or "",
+        applied=active is not None and row.digest == active.digest,
+        error=row.last_error or "",
+        ref=row.ref or "",
+        activation=row.activation or 0,
+        last_activation=row.last_activation,
+        last_digest=row.last_digest or "",
+        last_state=row.last_state,
+        pushed_at=timestamp(row.pushed_at),
+    )
+    if row.since is not None:
+        msg.since.CopyFrom(timestamp(row.since))
+    return msg
 
 
 def gear(type_name: str, g: AnyGear) -> gears_pb2.Gear:

@@ -3,7 +3,7 @@
     app = build_app(ApiContext(store, registry, GearRegistry.discover(), auth_token=token))
 
 `OPERATIONS` is the route table: the same rows register the routes and generate the OpenAPI
-document served at `/api/v1/openapi.json`. Later increments (activation, provenance) add rows.
+document served at `/api/v1/openapi.json`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from mixer import __version__
-from mixer.api.http import content, gears, racks, system
+from mixer.api.http import activation, content, gears, racks, system
 from mixer.api.http.context import ApiContext
 from mixer.api.http.middleware import (
     auth_middleware,
@@ -29,6 +29,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *racks.OPERATIONS,
     *gears.OPERATIONS,
     *content.OPERATIONS,
+    *activation.OPERATIONS,
 )
 
 

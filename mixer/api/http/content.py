@@ -5,8 +5,7 @@ answered 422 with every problem (YAML path and line) and is never stored. Specs 
 text for now (no pre-flight). Imports answer 201 when `name:tag` was created, 200 when it already
 held the same bytes (or on a dry run), 409 when it holds other bytes (tags are immutable).
 
-Activation, the active scenario and provenance come with the orchestrator; they will be added as
-rows of their own (e.g. `POST /scenarios/{ref}/activate`, `GET /activation`), not here.
+Activation, the active scenario and provenance are rows of their own: mixer.api.http.activation.
 """
 
 from __future__ import annotations

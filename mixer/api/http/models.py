@@ -8,14 +8,19 @@ keys and coerce nothing (`strict`): `"dry_run": "yes"` is a 422, not a silent `T
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mixer.activations import ActivationRecord, ActivationState, DeploymentState, RackProvenance
 from mixer.registry import RackRecord, RackStatus
 from mixer.store import Blob, PutResult, Ref
 from rack.model.scenario import NAME_PATTERN
+
+if TYPE_CHECKING:
+    from mixer import orchestrator
 
 MAX_CONTENT_BYTES = 1024 * 1024  # a scenario or spec is at most 1 MiB of UTF-8
 
@@ -252,3 +257,131 @@ class Content(_Response):
             encoding=encoding,
             content=text,
         )
+
+
+# --- activation, the active scenario, provenance ------------------------------------------------
+
+
+class Activation(_Response):
+    """One activation request and how it ended (`activating` while racks are answering)."""
+
+    id: int
+    ref: str | None = Field(description="`name:tag` activated; null when activated by digest.")
+    digest: str = Field(description="`sha256:<64 hex>` of the scenario document.")
+    scenario: str = Field(description="The scenario's own name.")
+    state: ActivationState = Field(
+        description="`active` (what the fleet runs), `superseded` (was active), `failed` (a rack "
+        "could not apply it: rolled back), `rejected` (pre-flight refused it: nothing pushed)."
+    )
+    requested_at: datetime
+    finished_at: datetime | None
+    error: str | None = Field(description="Why it failed or was rejected.")
+    previous: int | None = Field(description="The activation that was active when it started.")
+
+    @classmethod
+    def of(cls, rec: ActivationRecord) -> Activation:
+        return cls(
+            id=rec.id,
+            ref=rec.ref,
+            digest=rec.digest,
+            scenario=rec.scenario,
+            state=rec.state,
+            requested_at=rec.requested_at,
+            finished_at=rec.finished_at,
+            error=rec.error,
+            previous=rec.previous,
+        )
+
+
+class RackOutcome(_Response):
+    rack: str
+    state: Literal["applied", "failed", "timeout"] = Field(
+        description="`timeout`: the rack did not answer within [orchestrator] apply_timeout."
+    )
+    error: str | None
+    report: str | None = Field(description="What the rack started, restarted, stopped or kept.")
+
+    @classmethod
+    def of(cls, outcome: orchestrator.RackOutcome) -> RackOutcome:
+        return cls(
+            rack=outcome.rack, state=outcome.state, error=outcome.error, report=outcome.report
+        )
+
+
+class ActivationResult(_Response):
+    """A successful activation: every active rack applied the scenario."""
+
+    activation: Activation
+    racks: list[RackOutcome] = Field(description="What each active rack answered.")
+    adopted: list[str] = Field(description="Racks adopted because the scenario names them.")
+    unknown: list[str] = Field(
+        description="Racks the scenario names that never enrolled (adopted when they do)."
+    )
+
+    @classmethod
+    def of(cls, result: orchestrator.ActivationResult) -> ActivationResult:
+        return cls(
+            activation=Activation.of(result.activation),
+            racks=[RackOutcome.of(o) for o in result.racks],
+            adopted=list(result.adopted),
+            unknown=list(result.unknown),
+        )
+
+
+class ActivationList(_Response):
+    activations: list[Activation] = Field(description="Newest first.")
+
+
+class HistoryQuery(_Query):
+    limit: int = Field(default=50, ge=1, le=1000, description="At most this many, newest first.")
+
+
+class Provenance(_Response):
+    """Which scenario a rack runs since when, and how the newest push to it went."""
+
+    rack: str
+    digest: str | None = Field(description="The scenario it last applied (null: none yet).")
+    ref: str | None
+    activation: int | None
+    since: datetime | None = Field(description="When it said it applied `digest`.")
+    applied: bool = Field(description="It runs the active scenario (`digest` is the active one).")
+    last_activation: int = Field(description="The newest push's activation (0: run nothing).")
+    last_digest: str | None
+    last_state: DeploymentState = Field(description="`pushed`: no answer to it yet.")
+    last_error: str | None
+    pushed_at: datetime
+
+    @classmethod
+    def of(cls, row: RackProvenance, active: ActivationRecord | None) -> Provenance:
+        return cls(
+            rack=row.rack,
+            digest=row.digest,
+            ref=row.ref,
+            activation=row.activation,
+            since=row.since,
+            applied=active is not None and row.digest == active.digest,
+            last_activation=row.last_activation,
+            last_digest=row.last_digest,
+            last_state=row.last_state,
+            last_error=row.last_error,
+            pushed_at=row.pushed_at,
+        )
+
+    @classmethod
+    def rows(
+        cls, rows: Sequence[RackProvenance], active: ActivationRecord | None
+    ) -> list[Provenance]:
+        return [cls.of(r, active) for r in rows]
+
+
+class ProvenanceQuery(_Query):
+    rack: str | None = Field(default=None, pattern=NAME_PATTERN, description="Only this rack.")
+
+
+class ProvenanceList(_Response):
+    racks: list[Provenance] = Field(description="Racks ever pushed a scenario, by name.")
+
+
+class ActiveScenario(_Response):
+    active: Activation | None = Field(description="Null: no scenario was ever activated.")
+    racks: list[Provenance] = Field(description="Racks ever pushed a scenario, by name.")

@@ -26,9 +26,12 @@ ERROR_DESCRIPTIONS = {
     400: "Malformed request (not JSON, bad reference syntax).",
     401: "Missing or wrong bearer token.",
     404: "No such rack, gear, reference or route.",
-    409: "Conflicts with the current state (tag reuse, illegal status transition, name taken).",
+    409: "Conflicts with the current state (tag reuse, illegal status transition, name taken), "
+    "or an activation a rack could not apply (`details`: what each rack said; the fleet is back "
+    "on the previous scenario).",
     413: "Request body too large.",
     422: "Request or document fails validation; `details` locate every problem.",
+    503: "The part of the mixer this operation needs is not running.",
 }
 _PATH_PARAM = re.compile(r"{(\w+)}")
 

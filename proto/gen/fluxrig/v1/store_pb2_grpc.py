@@ -83,13 +83,15 @@ class ScenarioServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ActivateScenario(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A failed activation is ABORTED (the fleet was put back); error details in the trailers.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetActiveScenario(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """ListRequest.name must be empty
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
