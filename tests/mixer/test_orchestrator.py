@@ -40,14 +40,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
-def mixer_settings(state: Path, **mixer: Any) -> MixerSettings:
+def mixer_settings(state: Path, apply_timeout: float = 10.0, **mixer: Any) -> MixerSettings:
     return MixerSettings.model_validate(
         {
             "mixer": {"state_dir": state, **mixer},
             "hub": {"port": 0, "leafnodes": False},
             "api": {"port": 0, "grpc_port": 0, "insecure": True},
             "enrollment": {"heartbeat_interval": 0.1, "max_missed": 50},
-            "orchestrator": {"apply_timeout": 10.0, "push_retry": 0.5},
+            "orchestrator": {"apply_timeout": apply_timeout, "push_retry": 0.5},
         }
     )
 
@@ -243,6 +243,22 @@ async def test_a_rejected_scenario_is_never_pushed(tmp_path: Path) -> None:
         assert a.agent.digest == good
         assert mixer.orchestrator.desired is not None
         assert mixer.orchestrator.desired.digest == good
+
+
+async def test_an_activation_whose_caller_goes_away_still_finishes(tmp_path: Path) -> None:
+    async with Mixer(mixer_settings(tmp_path / "m", apply_timeout=1.0)) as mixer:
+        mixer.registry.adopt(mixer.registry.hello("edge-gone").name)  # active, never answers
+        store(mixer, "v1", scenario("v1", "gw"))
+        caller = asyncio.create_task(mixer.orchestrator.activate("v1:1.0.0"))
+        history = mixer.orchestrator.activations.history
+        await until(lambda: [h.state for h in history()] == ["activating"])
+        caller.cancel()  # e.g. a gRPC deadline
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await until(lambda: [h.state for h in history()] == ["failed"])
+        (record,) = history()
+        assert "edge-gone" in (record.error or "")
+        assert "did not answer" in (record.error or "")
 
 
 # -- convergence ----------------------------------------------------------------------------------
