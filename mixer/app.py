@@ -45,6 +45,7 @@ from aiohttp import web
 
 from mixer.activations import ActivationLog
 from mixer.api.grpc import GrpcApi
+from mixer.api.grpc.watch import RackWatch
 from mixer.api.http import ApiContext, build_app
 from mixer.enrollment import Enrollment
 from mixer.errors import MixerError
@@ -98,6 +99,7 @@ class Mixer(Service):
         self._enrollment: Enrollment | None = None
         self._activations: ActivationLog | None = None
         self._orchestrator: Orchestrator | None = None
+        self._watch: RackWatch | None = None  # rack status changes, for gRPC WatchRacks
 
     # -- the objects, once started --------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class Mixer(Service):
             self._hub = self._db = self._store = self._registry = None
             self._enrollment = None
             self._activations = self._orchestrator = None
+            self._watch = None
             self.local_rack = None
             self.api_url = None
             self.grpc_target = None
@@ -191,12 +194,14 @@ class Mixer(Service):
         self.startup = await asyncio.to_thread(resolve_startup, ref, self.store, gears)
         await self._start_hub(stack)
         await self._start_orchestrator(stack)
+        assert self._watch is not None
         enrollment = Enrollment(
             self.nats_url,
             self.registry,
             cfg.enrollment,
             trusted=[cfg.mixer.local_rack] if cfg.mixer.local_rack else [],
             observer=self.orchestrator,
+            on_status=self._watch.publish,
         )
         await enrollment.start()
         stack.push_async_callback(enrollment.aclose)  # logs "enrollment closed" itself
@@ -225,6 +230,7 @@ class Mixer(Service):
         stack.callback(_closing, "CAS store", store.close)
         self._registry = registry = await asyncio.to_thread(Registry, db)
         stack.callback(_closing, "registry", registry.close)
+        self._watch = RackWatch(registry)
         self._activations = activations = await asyncio.to_thread(ActivationLog, db)
         stack.callback(_closing, "activation log", activations.close)
 
@@ -302,7 +308,9 @@ class Mixer(Service):
 
     async def _start_grpc_api(self, stack: AsyncExitStack, context: ApiContext) -> None:
         """The gRPC API (mixer.api.grpc) on [api] host:grpc_port, with health and reflection."""
-        grpc_api = GrpcApi(context, self.settings.api.host, self.settings.api.grpc_port)
+        grpc_api = GrpcApi(
+            context, self.settings.api.host, self.settings.api.grpc_port, watch=self._watch
+        )
         await grpc_api.start()  # MixerError when the port is taken
         stack.push_async_callback(_aclosing, "gRPC API", grpc_api.aclose)
         self.grpc_target = grpc_api.target

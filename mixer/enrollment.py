@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import nats
@@ -93,12 +93,14 @@ class Enrollment(Service):
         *,
         trusted: Iterable[str] = (),
         observer: RackObserver | None = None,
+        on_status: Callable[[RackRecord], None] | None = None,
     ) -> None:
         self.url = url
         self.registry = registry
         self.settings = settings
         self.trusted = frozenset(trusted)  # names adopted at hello (the mixer's own local rack)
         self.observer = observer
+        self.on_status = on_status  # every status announced (and new racks): the gRPC watch
         self._nc: Client | None = None
         self._quiet: dict[str, float] = {}
 
@@ -140,6 +142,7 @@ class Enrollment(Service):
 
     async def notify(self, record: RackRecord) -> None:
         """Tell the rack its status (`fluxrig.rack.<name>.status`); never raises."""
+        self._status_seen(record)
         nc = self._nc
         if nc is None or nc.is_closed:
             log.debug("enrollment is closed: status of rack %r not announced", record.name)
@@ -149,6 +152,13 @@ class Enrollment(Service):
             await nc.publish(status_subject(record.name), encode(update))
         except NatsError as exc:
             log.warning("cannot announce the status of rack %r: %s", record.name, exc)
+
+    def _status_seen(self, record: RackRecord) -> None:
+        if self.on_status is not None:
+            try:
+                self.on_status(record)
+            except Exception:
+                log.exception("the status hook failed for rack %r", record.name)
 
     async def notify_all(self, records: Iterable[RackRecord]) -> None:
         for record in records:
@@ -173,6 +183,7 @@ class Enrollment(Service):
         )
         await self._respond(msg, reply.model_dump())
         if before is None:
+            self._status_seen(record)
             log.info(
                 "rack %r enrolled: machine id %d, %s",
                 record.name,

@@ -361,3 +361,29 @@ async def test_rest_adoption_is_announced_to_the_rack_at_once(tmp_path: Path) ->
                     assert reply.status == 200
             update = await next_status(statuses, "active")  # not waiting for a heartbeat
             assert update["machine_id"] == mixer.registry.get("edge-rest").machine_id
+
+
+async def test_enrollment_feeds_the_grpc_watch_without_waiting_for_its_poll(
+    tmp_path: Path,
+) -> None:
+    async with running_mixer(tmp_path / "mixer") as mixer:
+        watch = mixer._watch
+        assert watch is not None
+        watch.poll_interval = 3600  # only what enrollment publishes can arrive in time
+        subscribed = asyncio.Event()
+
+        async def ready() -> None:
+            subscribed.set()
+
+        changes = watch.changes(include_current=False, subscribed=ready)
+        first = asyncio.ensure_future(anext(changes))
+        await subscribed.wait()
+        async with link(mixer.nats_url, "edge-watch") as rack:
+            change = await asyncio.wait_for(first, TIMEOUT)  # a new rack: pending
+            assert (change.record.name, change.record.status) == ("edge-watch", RackStatus.PENDING)
+            await rack.wait_until(lambda k: k.state is LinkState.ENROLLED, TIMEOUT)
+            await mixer._rack_changed(mixer.registry.adopt("edge-watch"))  # as REST adopt does
+            change = await asyncio.wait_for(anext(changes), TIMEOUT)
+            assert change.record.status is RackStatus.ACTIVE
+            assert change.previous is RackStatus.PENDING
+        await changes.aclose()
