@@ -4,8 +4,9 @@ Two sources feed a watcher, and it reports each status change once:
 
 - **publish** (immediate): whoever changes a rack may call `watch.publish(record, previous)`
   from the event loop — the gRPC rack operations do, and the Mixer does for every status
-  enrollment announces (hellos, adoptions by REST or scenario, the heartbeat sweep). It never blocks: each watcher has a bounded queue; when a slow watcher lags, its oldest
-  event is dropped and counted, and the watcher re-reads the registry at once instead.
+  enrollment announces (hellos, adoptions by REST or scenario, the heartbeat sweep). It never
+  blocks: each watcher has a bounded queue; when a slow watcher lags, its oldest event is
+  dropped and counted, and the watcher re-reads the registry at once instead.
 - **poll** (the fallback, so changes made anywhere are seen today): each watcher re-reads
   `registry.list()` every `poll_interval` seconds (in a thread) and reports every rack whose
   status differs from what that watcher last reported.
