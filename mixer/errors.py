@@ -13,6 +13,7 @@ FluxError                     (rack.errors)
     │   ├── RackNameError             a rack name is malformed
     │   └── MachineIdsExhaustedError  every MachineID (1..65535) is allocated
     ├── MigrationError        a schema migration failed, or the database is newer than this mixer
+    ├── PkiError              the cluster PKI refused a file, a CSR or a certificate
     └── ActivationError       a scenario activation did not take the fleet to the new scenario
         └── ActivationFailedError  a rack could not apply it: the fleet is back on the previous one
 
@@ -72,6 +73,10 @@ class MachineIdsExhaustedError(RegistryError):
 
 class MigrationError(MixerError):
     """A schema migration failed (rolled back), or the database was written by a newer mixer."""
+
+
+class PkiError(MixerError):
+    """The cluster PKI refused a file, a CSR or a certificate; the message says what to do."""
 
 
 class ActivationError(MixerError):

@@ -5,6 +5,7 @@ FluxError
 │   ├── MessageDecodeError  bytes are not a valid CBOR fluxMsg
 │   └── MessageLimitError   too many hops or too many bytes
 ├── ScenarioError           a scenario cannot be loaded or fails pre-flight validation
+├── PassportError           a passport cannot be trusted, read or written
 ├── GearError               a gear failed (config, start, or processing one message)
 │   ├── GearConfigError     config rejected by the gear's config model
 │   └── UnknownGearError    no gear registered under that type name
@@ -56,6 +57,10 @@ class ScenarioError(FluxError):
         self.problems = list(problems or [])
         detail = "".join(f"\n  - {p}" for p in self.problems)
         super().__init__(f"{summary}{detail}")
+
+
+class PassportError(FluxError):
+    """A passport cannot be trusted, read or written; the message says why and what to do."""
 
 
 class GearError(FluxError):

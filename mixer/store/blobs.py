@@ -1,21 +1,20 @@
 """Immutable content-addressed blobs on disk: `<root>/blobs/sha256/<2 hex>/<64 hex>`.
 
-Writes are atomic and durable (temp file in the target directory, fsync, `os.replace`, fsync of
-the directory), so a crash leaves either the whole blob or none. Concurrent writers of the same
-bytes are harmless: each writes its own temp file and the last rename wins with identical
-content. Reads verify the SHA-256, so a corrupted file is reported, never served.
+Writes are atomic and durable (`rack.files.write_atomic`: temp file in the target directory,
+fsync, `os.replace`, fsync of the directory), so a crash leaves either the whole blob or none.
+Concurrent writers of the same bytes are harmless: each writes its own temp file and the last
+rename wins with identical content. Reads verify the SHA-256, so a corrupted file is reported,
+never served.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from mixer.errors import NotFoundError, StoreError
 from mixer.store.refs import DIGEST_PREFIX, check_digest
+from rack.files import write_atomic
 
 BLOB_MODE = 0o644
 
@@ -40,7 +39,7 @@ class BlobDir:
             return path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, data)
+            write_atomic(path, data, mode=BLOB_MODE)
         except OSError as exc:
             raise StoreError(f"cannot write blob {path}: {exc}") from exc
         return path
@@ -70,28 +69,3 @@ class BlobDir:
             return DIGEST_PREFIX + hashlib.sha256(path.read_bytes()).hexdigest() == digest
         except OSError:
             return False
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), BLOB_MODE)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
