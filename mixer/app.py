@@ -51,12 +51,15 @@ from mixer.enrollment import Enrollment
 from mixer.errors import MixerError
 from mixer.local_rack import LocalRack, rack_command
 from mixer.orchestrator import Orchestrator
+from mixer.passports import PassportOffice
+from mixer.pki import ClusterPki
 from mixer.registry import RackRecord, Registry
 from mixer.settings import MixerSettings
 from mixer.store import CasStore, digest_of
 from rack.errors import ScenarioError
 from rack.gear.registry import GearRegistry
 from rack.lifecycle import Service
+from rack.model.passport import key_fingerprint
 from rack.model.scenario import Blueprint
 from rack.natsd import NatsServer, NatsServerConfig
 from rack.preflight import preflight_document
@@ -100,6 +103,8 @@ class Mixer(Service):
         self._activations: ActivationLog | None = None
         self._orchestrator: Orchestrator | None = None
         self._watch: RackWatch | None = None  # rack status changes, for gRPC WatchRacks
+        self._passports: PassportOffice | None = None
+        self.pki: ClusterPki | None = None  # the cluster CA and signing key, once started
 
     # -- the objects, once started --------------------------------------------------------------
 
@@ -133,6 +138,11 @@ class Mixer(Service):
     def orchestrator(self) -> Orchestrator:
         """Scenario activation: `await mixer.orchestrator.activate("name:tag")`."""
         return self._started(self._orchestrator, "orchestrator")
+
+    @property
+    def passports(self) -> PassportOffice:
+        """Signs active racks their passports and certificates."""
+        return self._started(self._passports, "passport office")
 
     @property
     def gears(self) -> GearRegistry:
@@ -178,7 +188,7 @@ class Mixer(Service):
             self._hub = self._db = self._store = self._registry = None
             self._enrollment = None
             self._activations = self._orchestrator = None
-            self._watch = None
+            self._watch = self._passports = self.pki = None
             self.local_rack = None
             self.api_url = None
             self.grpc_target = None
@@ -190,6 +200,7 @@ class Mixer(Service):
         await asyncio.to_thread(_make_dir, state)
         await self._open_database(stack, state)
         self._gears = gears = await asyncio.to_thread(GearRegistry.discover)
+        await self._open_pki(stack)
         ref = cfg.mixer.startup_scenario
         self.startup = await asyncio.to_thread(resolve_startup, ref, self.store, gears)
         await self._start_hub(stack)
@@ -200,7 +211,7 @@ class Mixer(Service):
             self.registry,
             cfg.enrollment,
             trusted=[cfg.mixer.local_rack] if cfg.mixer.local_rack else [],
-            observer=self.orchestrator,
+            observers=[self.orchestrator, self.passports],
             on_status=self._watch.publish,
         )
         await enrollment.start()
@@ -233,6 +244,25 @@ class Mixer(Service):
         self._watch = RackWatch(registry)
         self._activations = activations = await asyncio.to_thread(ActivationLog, db)
         stack.callback(_closing, "activation log", activations.close)
+
+    async def _open_pki(self, stack: AsyncExitStack) -> None:
+        """The cluster PKI (`<state_dir>/pki`) and the passport office that uses it."""
+        hosts = _hub_hosts(self.settings.hub.host)
+        pki = await asyncio.to_thread(ClusterPki.open, self.settings.mixer.state_dir / "pki",
+                                      hub_hosts=hosts)  # fmt: skip
+        log.info("cluster CA %s (signing key %s)", pki.fingerprint()[:16],
+                 key_fingerprint(pki.signing_public_raw))  # fmt: skip
+        self.pki = pki
+        office = await asyncio.to_thread(
+            PassportOffice, pki, self.store, self.gears, self.db, self.settings.enrollment,
+            send=self._publish,
+        )  # fmt: skip
+        stack.callback(_closing, "passport office", office.close)
+        self._passports = office
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        if self._enrollment is not None:
+            await self._enrollment.publish(subject, data)
 
     async def _start_orchestrator(self, stack: AsyncExitStack) -> None:
         assert self._activations is not None
@@ -379,6 +409,14 @@ def _closing(what: str, close: Callable[[], object]) -> None:
 async def _aclosing(what: str, close: Callable[[], Awaitable[None]]) -> None:
     await close()
     log.info("%s closed", what)
+
+
+def _hub_hosts(host: str) -> list[str]:
+    """Names the hub's certificate is valid for: loopback and its listen address."""
+    hosts = ["localhost", "127.0.0.1"]
+    if host not in ("0.0.0.0", "::", "") and host not in hosts:
+        hosts.append(host)
+    return hosts
 
 
 def _make_dir(path: Path) -> None:

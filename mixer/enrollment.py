@@ -27,9 +27,11 @@ authentication of the rack (it is who it says it is, up to the public-key check 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import nats
@@ -55,6 +57,7 @@ from rack.link.protocol import (
     Heartbeat,
     Hello,
     HelloReply,
+    PassportState,
     ProtocolError,
     StatusUpdate,
     decode,
@@ -70,10 +73,20 @@ QUIET_SECONDS = 60.0  # one log line per rack name and minute for ignored heartb
 _QUIET_NAMES = 1024
 
 
-class RackObserver(Protocol):
-    """Told about every hello and heartbeat (the orchestrator: it pushes what a rack misses)."""
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """What a hello or heartbeat says: the scenario digest the rack runs and its passport."""
 
-    async def rack_seen(self, record: RackRecord, digest: str | None, *, hello: bool) -> None: ...
+    scenario: str | None
+    passport: PassportState | None
+    hello: bool
+
+
+class RackObserver(Protocol):
+    """Told about every hello and heartbeat (the orchestrator pushes what a rack misses, the
+    passport office renews passports)."""
+
+    async def rack_seen(self, record: RackRecord, sighting: Sighting) -> None: ...
 
 
 class Refused(Exception):
@@ -92,14 +105,14 @@ class Enrollment(Service):
         settings: EnrollmentSection,
         *,
         trusted: Iterable[str] = (),
-        observer: RackObserver | None = None,
+        observers: Sequence[RackObserver] = (),
         on_status: Callable[[RackRecord], None] | None = None,
     ) -> None:
         self.url = url
         self.registry = registry
         self.settings = settings
         self.trusted = frozenset(trusted)  # names adopted at hello (the mixer's own local rack)
-        self.observer = observer
+        self.observers = tuple(observers)
         self.on_status = on_status  # every status announced (and new racks): the gRPC watch
         self._nc: Client | None = None
         self._quiet: dict[str, float] = {}
@@ -160,6 +173,17 @@ class Enrollment(Service):
             except Exception:
                 log.exception("the status hook failed for rack %r", record.name)
 
+    async def publish(self, subject: str, data: bytes) -> None:
+        """Publish on the enrollment connection (e.g. a rack's passport); never raises."""
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            log.debug("enrollment is closed: nothing published on %s", subject)
+            return
+        try:
+            await nc.publish(subject, data)
+        except NatsError as exc:
+            log.warning("cannot publish on %s: %s", subject, exc)
+
     async def notify_all(self, records: Iterable[RackRecord]) -> None:
         for record in records:
             await self.notify(record)
@@ -192,14 +216,17 @@ class Enrollment(Service):
             )
         if record.status is not (before or RackStatus.PENDING):  # adopted or back: announce
             await self.notify(record)
-        await self._observe(record, hello.scenario, hello=True)
+        await self._observe(record, Sighting(hello.scenario, hello.passport, hello=True))
 
     async def _hello(self, data: bytes) -> tuple[Hello, RackStatus | None, RackRecord]:
         try:
             hello = decode(Hello, data, "hello")
         except ProtocolError as exc:
             raise Refused("bad_request", str(exc)) from None
+        self._check_token(hello)
         attributes = hello.attributes.model_dump(exclude_none=True)
+        if hello.csr is not None:
+            attributes["csr"] = hello.csr  # certified when the rack is adopted
         try:
             before, record = await asyncio.to_thread(self._registry_hello, hello, attributes)
             return hello, before, record
@@ -214,6 +241,20 @@ class Enrollment(Service):
         except Exception as exc:  # the registry failed: say so, keep serving
             log.exception("hello of rack %r failed", hello.name)
             raise Refused("internal", f"the mixer could not record the hello: {exc}") from None
+
+    def _check_token(self, hello: Hello) -> None:
+        expected = self.settings.token
+        if expected is None:
+            return
+        given = (hello.token or "").encode()
+        if not hmac.compare_digest(given, expected.encode()):
+            what = "a wrong" if hello.token else "no"
+            log.warning("hello of rack %r refused: %s bootstrap token", hello.name, what)
+            raise Refused(
+                "unauthorized",
+                f"the hello carries {what} bootstrap token: give the rack the mixer's "
+                "(FLUXRIG_BOOTSTRAP_TOKEN, [rack] bootstrap_token)",
+            )
 
     def _registry_hello(
         self, hello: Hello, attributes: dict[str, Any]
@@ -269,16 +310,15 @@ class Enrollment(Service):
             return
         if beat.status != record.status.value:
             await self.notify(record)
-        await self._observe(record, beat.scenario, hello=False)
+        await self._observe(record, Sighting(beat.scenario, beat.passport, hello=False))
 
-    async def _observe(self, record: RackRecord, digest: str | None, *, hello: bool) -> None:
-        if self.observer is None:
-            return
-        try:
-            await self.observer.rack_seen(record, digest, hello=hello)
-        except Exception:  # the observer must not break enrollment
-            log.exception("the orchestrator failed on a %s of rack %r", "hello" if hello else
-                          "heartbeat", record.name)  # fmt: skip
+    async def _observe(self, record: RackRecord, sighting: Sighting) -> None:
+        for observer in self.observers:
+            try:
+                await observer.rack_seen(record, sighting)
+            except Exception:  # an observer must not break enrollment
+                log.exception("%s failed on a %s of rack %r", type(observer).__name__,
+                              "hello" if sighting.hello else "heartbeat", record.name)  # fmt: skip
 
     def _quietly(self, name: str, level: int, text: str, *args: object) -> None:
         """Log at most once per `QUIET_SECONDS` per rack name."""

@@ -48,6 +48,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from mixer.activations import ActivationLog, ActivationRecord
+from mixer.enrollment import Sighting
 from mixer.errors import ActivationFailedError, MixerError, NotFoundError
 from mixer.registry import RackRecord, RackStatus, Registry
 from mixer.settings import OrchestratorSection
@@ -69,7 +70,7 @@ from rack.model.scenario import Blueprint
 from rack.preflight import preflight_document
 from rack.scenario_files import parse_document
 
-__all__ = ["ActivationResult", "Desired", "Orchestrator", "RackOutcome"]
+__all__ = ["ActivationResult", "Desired", "Orchestrator", "RackOutcome", "spec_refs"]
 
 log = logging.getLogger("fluxrig.mixer.orchestrator")
 
@@ -357,13 +358,7 @@ class Orchestrator(Service):
         return blueprint
 
     def _missing_specs(self, blueprint: Blueprint) -> Iterable[Problem]:
-        refs: list[tuple[str, str]] = []
-        if blueprint.scenario.spec:
-            refs.append(("spec", blueprint.scenario.spec))
-        for i, gear in enumerate(blueprint.scenario.gears):
-            value = gear.config.get("spec") if isinstance(gear.config, dict) else None
-            if isinstance(value, str):
-                refs.append((f"gears[{i}].config.spec", value))
+        refs = spec_refs(blueprint)
         for path, ref in refs:
             try:
                 self.store.resolve("spec", ref)
@@ -472,9 +467,10 @@ class Orchestrator(Service):
 
     # -- convergence ----------------------------------------------------------------------------
 
-    async def rack_seen(self, record: RackRecord, digest: str | None, *, hello: bool) -> None:
-        """A hello or heartbeat of `record` saying it runs `digest`: push it what it misses."""
-        self._reported[record.name] = digest
+    async def rack_seen(self, record: RackRecord, sighting: Sighting) -> None:
+        """A hello or heartbeat of `record` saying what it runs: push it what it misses."""
+        hello = sighting.hello
+        self._reported[record.name] = sighting.scenario
         desired = self.desired
         if record.status is RackStatus.PENDING and desired and record.name in desired.racks:
             record = await asyncio.to_thread(self.registry.adopt, record.name)
@@ -512,6 +508,18 @@ class Orchestrator(Service):
 
     async def history(self, limit: int = 50) -> list[ActivationRecord]:
         return await asyncio.to_thread(self.activations.history, limit)
+
+
+def spec_refs(blueprint: Blueprint) -> list[tuple[str, str]]:
+    """(YAML path, spec reference) of the scenario's `spec:` and every gear's `config.spec`."""
+    refs: list[tuple[str, str]] = []
+    if blueprint.scenario.spec:
+        refs.append(("spec", blueprint.scenario.spec))
+    for i, gear in enumerate(blueprint.scenario.gears):
+        value = gear.config.get("spec") if isinstance(gear.config, dict) else None
+        if isinstance(value, str):
+            refs.append((f"gears[{i}].config.spec", value))
+    return refs
 
 
 def _named(blueprint: Blueprint) -> frozenset[str]:

@@ -52,12 +52,19 @@ __all__ = [
 
 DEFAULT_CONFIG_FILE = Path("fluxrig-mixer.toml")
 ENV_PREFIX = "FLUXRIG_"
-ENV_ALIASES = {"api.auth_token": "FLUXRIG_API_TOKEN"}
+ENV_ALIASES = {
+    "api.auth_token": "FLUXRIG_API_TOKEN",
+    "enrollment.bootstrap_token": "FLUXRIG_BOOTSTRAP_TOKEN",
+}
 MIN_TOKEN_LENGTH = 16
 MIB = 1024 * 1024
 NO_TOKEN = (
     "no API token: set [api] auth_token or FLUXRIG_API_TOKEN, or pass --insecure to run "
     "without authentication"
+)
+NO_BOOTSTRAP_TOKEN = (
+    "no bootstrap token: set [enrollment] bootstrap_token or FLUXRIG_BOOTSTRAP_TOKEN (racks "
+    "present it in their hello), or pass --insecure to let any rack enroll"
 )
 # How `fluxrig-mixer` spells the flag of each dotted key (for error messages).
 FLAG_NAMES = {
@@ -154,8 +161,9 @@ class ApiSection(_Section):
     )
     insecure: bool = Field(
         default=False,
-        description="Allow starting without `auth_token`: the APIs then accept requests without "
-        "authentication. A configured token is still enforced.",
+        description="Allow starting without `auth_token` (the APIs then accept requests without "
+        "authentication) and without `[enrollment] bootstrap_token` (any rack may enroll). "
+        "Configured tokens are still enforced.",
     )
     max_body_bytes: int = Field(
         default=MIB,
@@ -197,6 +205,34 @@ class EnrollmentSection(_Section):
         le=1000,
         description="Heartbeats a rack may miss before the mixer marks it `offline`.",
     )
+    bootstrap_token: SecretStr | None = Field(
+        default=None,
+        description="Secret a rack must present in its hello to enroll (at least 16 "
+        "characters; also from FLUXRIG_BOOTSTRAP_TOKEN; compared in constant time). Required "
+        "unless `[api] insecure`. Never logged.",
+    )
+    passport_ttl: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=60,
+        le=366 * 24 * 3600.0,
+        description="Seconds a rack's passport is valid; the mixer renews it when less than "
+        "half is left (a rack keeps running on it while the mixer is away).",
+    )
+
+    @field_validator("bootstrap_token")
+    @classmethod
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"a bootstrap token needs at least {MIN_TOKEN_LENGTH} characters; generate one "
+                "with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+    @property
+    def token(self) -> str | None:
+        """The bootstrap token in clear, for the hello check only (never log it)."""
+        return None if self.bootstrap_token is None else self.bootstrap_token.get_secret_value()
 
 
 class OrchestratorSection(_Section):
@@ -241,6 +277,8 @@ class MixerSettings(BaseSettings):
     def _checks(self) -> MixerSettings:
         if self.api.auth_token is None and not self.api.insecure:
             raise ValueError(NO_TOKEN)
+        if self.enrollment.bootstrap_token is None and not self.api.insecure:
+            raise ValueError(NO_BOOTSTRAP_TOKEN)
         ports = {
             "hub.port": self.hub.port,
             "api.port": self.api.port,

@@ -9,6 +9,8 @@ format has one definition. Every message is a UTF-8 JSON object of at most `MAX_
     mixer → rack  publish  fluxrig.rack.<name>.status       StatusUpdate (on every status change)
     mixer → rack  publish  fluxrig.rack.<name>.scenario     ScenarioPush (the orchestrator)
     rack → mixer  publish  fluxrig.event.applied.<name>     ScenarioAck (after every push)
+    mixer → rack  publish  fluxrig.rack.<name>.passport     a signed passport (CBOR bytes,
+                                                            rack.model.passport; active racks)
 
 `Hello` and `Heartbeat` carry `scenario`: the CAS digest of the scenario the rack runs (None
 when it runs none), so the mixer re-pushes whenever a rack is not on the scenario it should run
@@ -16,9 +18,10 @@ when it runs none), so the mixer re-pushes whenever a rack is not on the scenari
 `MAX_SCENARIO_PAYLOAD` bytes (the document plus its envelope).
 
 Error codes of a refused hello: `bad_request` (not JSON, not an object, a field missing or of
-the wrong type, too large), `bad_name` (the name breaks the naming rule), `name_conflict` (the
-name belongs to another machine: different public key), `retired` (the name belongs to a
-retired rack), `exhausted` (no MachineID left), `internal` (the mixer failed; retry later).
+the wrong type, too large), `unauthorized` (no or a wrong bootstrap token), `bad_name` (the
+name breaks the naming rule), `name_conflict` (the name belongs to another machine: different
+public key), `retired` (the name belongs to a retired rack), `exhausted` (no MachineID left),
+`internal` (the mixer failed; retry later).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "Hello",
     "HelloAttributes",
     "HelloReply",
+    "PassportState",
     "ProtocolError",
     "ScenarioAck",
     "ScenarioPush",
@@ -50,6 +54,7 @@ __all__ = [
     "encode",
     "error_of",
     "heartbeat_subject",
+    "passport_subject",
     "scenario_subject",
     "status_subject",
 ]
@@ -61,7 +66,9 @@ QUEUE_GROUP = "mixer"
 MAX_PAYLOAD = 64 * 1024
 MAX_SCENARIO_PAYLOAD = 1024 * 1024 + MAX_PAYLOAD  # a scenario document (≤ 1 MiB) + envelope
 
-ErrorCode = Literal["bad_request", "bad_name", "name_conflict", "retired", "exhausted", "internal"]
+ErrorCode = Literal[
+    "bad_request", "unauthorized", "bad_name", "name_conflict", "retired", "exhausted", "internal"
+]
 
 
 def heartbeat_subject(rack: str) -> str:
@@ -75,6 +82,11 @@ def status_subject(rack: str) -> str:
 def scenario_subject(rack: str) -> str:
     """Where the orchestrator pushes the rack's scenario."""
     return f"fluxrig.rack.{rack}.scenario"
+
+
+def passport_subject(rack: str) -> str:
+    """Where the mixer sends an active rack its signed passport."""
+    return f"fluxrig.rack.{rack}.passport"
 
 
 def applied_subject(rack: str) -> str:
@@ -105,12 +117,25 @@ class HelloAttributes(_Message):
     public_key: str | None = None
 
 
+class PassportState(_Message):
+    """What a rack's stored passport says (so the mixer renews it in time): unix seconds, and
+    the digest of the scenario it carries."""
+
+    issued_at: int
+    expires_at: int
+    scenario: str | None = None
+
+
 class Hello(_Message):
-    """The rack's announcement; the mixer checks the name (NAME_PATTERN of scenarios)."""
+    """The rack's announcement; the mixer checks the name (NAME_PATTERN of scenarios), the
+    bootstrap `token` (when the mixer has one) and keeps the `csr` to certify the rack's key."""
 
     name: str
     version: str | None = None
     scenario: str | None = None  # CAS digest of the scenario the rack runs
+    token: str | None = Field(default=None, max_length=1024, repr=False)
+    csr: str | None = Field(default=None, max_length=16 * 1024)  # PEM, CN = the rack's name
+    passport: PassportState | None = None
     attributes: HelloAttributes = Field(default_factory=HelloAttributes)
 
 
@@ -142,6 +167,7 @@ class Heartbeat(_Message):
     ts: float
     status: str | None = None
     scenario: str | None = None  # CAS digest of the scenario the rack runs
+    passport: PassportState | None = None
     stats: HeartbeatStats = Field(default_factory=HeartbeatStats)
 
 

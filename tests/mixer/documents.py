@@ -1,6 +1,7 @@
 """Documents and credentials shared by the mixer's API tests (REST, gRPC, operator CLI)."""
 
 TOKEN = "s3cret-token-for-tests"
+BOOTSTRAP = "bootstrap-token-for-tests"  # racks present it in their hello
 
 SCENARIO = """\
 name: payment-flow

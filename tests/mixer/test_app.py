@@ -21,6 +21,7 @@ from mixer.store import CasStore, digest_of
 from rack.gear.registry import GearRegistry
 
 TOKEN = "test-token-0123456789abcdef"
+BOOTSTRAP = "bootstrap-token-0123456789"
 SCENARIO = """\
 name: Payment Flow
 gears:
@@ -57,6 +58,7 @@ def settings(tmp_path: Path) -> Settings:
             "mixer": {"state_dir": tmp_path / "state"},
             "hub": {"port": 0, "leafnode_port": 0},
             "api": {"port": 0, "grpc_port": 0, "auth_token": TOKEN},
+            "enrollment": {"bootstrap_token": BOOTSTRAP},
         }
         for name, values in sections.items():
             base[name] = {**base.get(name, {}), **values}

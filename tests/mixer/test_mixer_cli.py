@@ -108,6 +108,7 @@ async def test_runs_until_signal_then_closes_everything(
         "gRPC API",
         "REST API",
         "NATS hub",
+        "passport office",
         "activation log",
         "registry",
         "CAS store",
@@ -132,7 +133,11 @@ async def test_missing_token_exits_2_with_the_message(tmp_path: Path) -> None:
 
 
 async def test_bad_setting_exits_2_naming_key_and_source(tmp_path: Path) -> None:
-    env = clean_env(FLUXRIG_API_TOKEN="x" * 20, FLUXRIG_ENROLLMENT_MAX_MISSED="none")
+    env = clean_env(
+        FLUXRIG_API_TOKEN="x" * 20,
+        FLUXRIG_BOOTSTRAP_TOKEN="y" * 20,
+        FLUXRIG_ENROLLMENT_MAX_MISSED="none",
+    )
     result = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "mixer.cli", "--api-port", "99999"],

@@ -27,7 +27,7 @@ from rack.api_client import ApiClient
 from rack.cli import main
 from rack.errors import ApiError
 from tests.mixer.conftest import MakeRack, applies, fails
-from tests.mixer.documents import SCENARIO, SCENARIO_V2, TOKEN
+from tests.mixer.documents import BOOTSTRAP, SCENARIO, SCENARIO_V2, TOKEN
 
 INVALID = """\
 name: broken
@@ -495,6 +495,7 @@ async def test_against_a_real_mixer(
         "mixer": {"state_dir": tmp_path / "state"},
         "hub": {"port": 0, "leafnode_port": 0},
         "api": {"port": 0, "grpc_port": 0, "auth_token": TOKEN},
+        "enrollment": {"bootstrap_token": BOOTSTRAP},
     }
     async with Mixer(MixerSettings.model_validate(settings)) as mixer:
         assert mixer.api_url is not None

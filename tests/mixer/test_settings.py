@@ -61,7 +61,8 @@ def test_precedence_file_env_flags_for_nested_keys(
         tmp_path / "m.toml",
         '[mixer]\nstate_dir = "/srv/mixer"\nlog_level = "debug"\n'
         f'[api]\nport = 1000\ngrpc_port = 1001\nauth_token = "{TOKEN}"\n'
-        "[enrollment]\nauto_adopt = false\nmax_missed = 5\n[hub]\nport = 1002\n",
+        f'[enrollment]\nauto_adopt = false\nmax_missed = 5\nbootstrap_token = "{TOKEN}"\n'
+        "[hub]\nport = 1002\n",
     )
     monkeypatch.setenv("FLUXRIG_API_PORT", "2000")
     monkeypatch.setenv("fluxrig_enrollment_auto_adopt", "true")
@@ -86,6 +87,7 @@ def test_default_file_is_picked_up(tmp_path: Path) -> None:
 
 def test_token_from_fluxrig_api_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLUXRIG_API_TOKEN", TOKEN)
+    monkeypatch.setenv("FLUXRIG_BOOTSTRAP_TOKEN", "b" * 20)
     settings = load_mixer_settings(None, {})
     assert settings.api.token == TOKEN
     assert TOKEN not in repr(settings)
