@@ -19,24 +19,24 @@ Routes = Mapping[str, tuple[Outlet, ...]]
 
 
 class Router:
-    __slots__ = ("_durable", "_routes", "gear", "stats")
+    """`durable` is True when some output goes to a durable (standard) wire (read-only: set by
+    `rewire`; a plain attribute because the gear's runner reads it once per message)."""
+
+    __slots__ = ("_durable", "_routes", "durable", "gear", "stats")
 
     def __init__(self, gear: str, routes: Routes, stats: GearStats) -> None:
         self.gear = gear
         self.stats = stats
         self._routes: dict[str, tuple[Outlet, ...]] = {}
         self._durable: tuple[DurableOutlet, ...] = ()
+        self.durable = False
         self.rewire(routes)
 
     def rewire(self, routes: Routes) -> None:
         self._routes = dict(routes)
         durable = {o for outs in self._routes.values() for o in outs if getattr(o, "durable", 0)}
         self._durable = tuple(durable)  # type: ignore[arg-type]
-
-    @property
-    def durable(self) -> bool:
-        """True when some output goes to a durable (standard) wire."""
-        return bool(self._durable)
+        self.durable = bool(self._durable)
 
     async def flush(self) -> None:
         """Wait until everything routed to durable wires so far is stored."""

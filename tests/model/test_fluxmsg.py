@@ -549,3 +549,87 @@ def test_encode_of_very_deep_data_does_not_crash_the_process() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "rejected: message 1 cannot be encoded: field 'data' is nested deeper" in done.stdout
+
+
+# -- the hand-written envelope is what cbor2 would write -------------------------------------
+
+
+def cbor2_form(msg: FluxMsg) -> bytes:
+    """The wire form as `cbor2.dumps` writes it (what `encode` wrote before it built the
+    envelope itself): encode must stay byte for byte the same."""
+    return cbor2.dumps(
+        [
+            1, msg.id, msg.ref_id, msg.trace, msg.src_id, msg.meta, msg.data, msg.flags, msg.raw,
+            [[h.gear, h.port, h.ts] for h in msg.path], msg.ts,
+        ]
+    )  # fmt: skip
+
+
+# Every CBOR head width and its edges: inline (< 24), 1, 2, 4 and 8 bytes.
+EDGES = [0, 1, 23, 24, 255, 256, 65_535, 65_536, (1 << 32) - 1, 1 << 32, U64 - 1]
+
+
+@pytest.mark.parametrize("value", EDGES)
+def test_integer_heads_match_cbor2(value: int) -> None:
+    msg = FluxMsg(value, ref_id=value, flags=value, ts=value, path=[Hop("g", "out", value)])
+    assert msg.encode() == cbor2_form(msg)
+    assert FluxMsg.decode(msg.encode()) == msg
+
+
+@pytest.mark.parametrize("length", [0, 1, 23, 24, 255, 256, 65_536])
+def test_string_and_array_heads_match_cbor2(length: int) -> None:
+    text = "é" * (length // 2) + "x" * (length % 2)  # `length` bytes of UTF-8
+    name = text[:300]  # hop names and data items: 64 hops of 64 KiB names would pass 2 MiB
+    msg = FluxMsg(
+        7,
+        raw=b"r" * length,
+        trace=text,
+        src_id=text,
+        path=[Hop(name, name, i) for i in range(min(length, MAX_HOPS))],
+        meta={text: text} if length else {},
+        data=[name] * min(length, 30),
+        ts=1,
+    )
+    assert msg.encode() == cbor2_form(msg)
+    assert FluxMsg.decode(msg.encode()) == msg
+
+
+def test_full_message_matches_cbor2() -> None:
+    msg = full_message()
+    assert msg.encode() == cbor2_form(msg)
+
+
+@pytest.mark.parametrize(
+    "hop",
+    [
+        pytest.param(Hop(1, "out", 5), id="int-gear"),  # type: ignore[arg-type]
+        pytest.param(Hop("g", b"out", 5), id="bytes-port"),  # type: ignore[arg-type]
+        pytest.param(Hop("g", "out", -1), id="negative-ts"),
+        pytest.param(Hop("g", "out", U64), id="oversized-ts"),
+        pytest.param(Hop("g", "out", True), id="bool-ts"),
+        pytest.param(Hop("g", "out", 1.0), id="float-ts"),  # type: ignore[arg-type]
+    ],
+)
+def test_encode_rejects_a_hop_decode_would_reject(hop: Hop) -> None:
+    msg = FluxMsg(5, path=[Hop("a", "out", 1), hop])
+    with pytest.raises(MessageLimitError, match=r"message 5 cannot be encoded: Hop\(.*must be"):
+        msg.encode()
+
+
+def test_text_that_is_not_utf8_encodable_is_refused() -> None:
+    for msg in (FluxMsg(5, src_id="\ud800"), FluxMsg(5, path=[Hop("g", "\udfff", 1)])):
+        with pytest.raises(MessageLimitError, match=r"message 5 cannot be encoded: .*surrogates"):
+            msg.encode()
+
+
+def test_cached_name_encodings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fluxmsg, "_NAMES", {})
+    monkeypatch.setattr(fluxmsg, "_MAX_NAMES", 3)
+    for n in range(10):
+        msg = FluxMsg(n, src_id=f"gear-{n}", path=[Hop(f"gear-{n}", f"port-{n % 2}", n)], ts=1)
+        assert FluxMsg.decode(msg.encode()) == msg
+        assert msg.encode() == cbor2_form(msg)
+        assert len(fluxmsg._NAMES) <= 3
+    long_name = "n" * 1000  # not kept: names are short, a long string would only fill memory
+    FluxMsg(1, src_id=long_name).encode()
+    assert long_name not in fluxmsg._NAMES

@@ -348,6 +348,29 @@ async def test_publish_retried_until_the_stream_exists(server: Server) -> None:
         assert (await lk._js.stream_info(lk.stream)).state.messages == 2
 
 
+async def test_unacknowledged_publishes_time_out_and_are_retried(server: Server) -> None:
+    lk = await JetStreamLink.connect(server.url, rack="r1", scenario=SCENARIO, publish_timeout=0.2)
+    async with lk:
+        # Someone hears the subject but never answers: no "no responders", no ack either.
+        silent = await lk._nc.subscribe("flux.msg.>")
+        outlet = lk.outlet(SRC)
+        for n in range(3):
+            outlet.put(message(n))
+
+        async def timed_out_twice() -> bool:
+            return outlet.retries >= 6
+
+        await until(timed_out_twice)  # each publish: no ack within 0.2 s, retried, again
+        assert outlet.pending == 3
+        assert lk.publisher.outstanding == 3
+        await lk.ensure_streams([WIRE], {WIRE: FAST})
+        async with asyncio.timeout(5):
+            await lk.flush()
+        assert lk.publisher.outstanding == 0
+        assert (await lk._js.stream_info(lk.stream)).state.messages == 3
+        await silent.unsubscribe()
+
+
 async def test_publishes_survive_a_server_restart(server: Server) -> None:
     lk = await JetStreamLink.connect(server.url, rack="r1", scenario=SCENARIO, publish_timeout=0.3)
     async with lk:
@@ -414,6 +437,19 @@ async def test_drain_gives_back_what_was_not_handed_over(server: Server) -> None
         got = [(await second.next(timeout=2))[1].data["n"] for _ in range(3)]  # < ack_wait
         assert sorted(got) == [1, 2, 3]
         await until(lambda: consumer_quiet(lk))
+
+
+async def test_settling_after_the_link_closed_is_quiet(server: Server) -> None:
+    got = Collector()
+    async with await JetStreamLink.connect(server.url, rack="r1", scenario=SCENARIO) as lk:
+        await setup(lk, got)
+        lk.outlet(SRC).put(message(1))
+        _, _, delivery = await got.next()
+    # The connection is gone: the ack cannot be sent, which is not an error for the gear (the
+    # server redelivers after ack_wait); the delivery counts as settled.
+    await delivery.ok()
+    assert delivery.settled
+    await delivery.ok()  # settling twice is a no-op
 
 
 async def test_ensure_streams_is_idempotent_and_updates(link: JetStreamLink) -> None:

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
@@ -38,6 +39,7 @@ log = logging.getLogger("fluxrig.wires.jetstream")
 
 Deliver = Callable[[str, FluxMsg, "Delivery"], Awaitable[None]]
 _REMEMBERED_REASONS = 10_000
+_ACK = b"+ACK"  # JetStream's acknowledgement: the body of a plain publish to the reply subject
 
 
 def consumer_config(route: WireRoute, options: WireOptions) -> ConsumerConfig:
@@ -84,11 +86,19 @@ class Delivery:
         return self._settled
 
     async def ok(self) -> None:
-        """Processing finished: acknowledge (the message is not delivered again)."""
+        """Processing finished: acknowledge (the message is not delivered again).
+
+        Once per message, so it publishes the +ACK to the delivery's reply subject itself: a
+        plain publish is all `Msg.ack` does too (with an empty body, which JetStream also reads
+        as +ACK), minus two coroutine layers and its already-acked check (`settled` is ours)."""
         if not self._settled:
             self._settled = True
-            self._inlet.acked += 1
-            await _quietly(self._msg.ack())
+            inlet = self._inlet
+            inlet.acked += 1
+            try:
+                await inlet._publish(self._msg.reply, _ACK)
+            except (nats.errors.Error, OSError) as exc:  # as in `_quietly`
+                log.debug("jetstream: could not settle a message: %s", exc)
 
     async def fail(self, reason: str) -> None:
         """Processing failed: redeliver after the back-off delay, or dead-letter it."""
@@ -114,12 +124,14 @@ class JetStreamInlet:
 
     def __init__(
         self,
+        nc: Client,
         js: JetStreamContext,
         route: WireRoute,
         options: WireOptions,
         deliver: Deliver,
         dlq: DeadLetterBox,
     ) -> None:
+        self._publish = nc.publish  # acks (`Delivery.ok`)
         self._js = js
         self.route = route
         self.options = options
@@ -191,7 +203,8 @@ class JetStreamInlet:
         if self._closing:
             await _quietly(msg.nak())
             return
-        delivery = Delivery(self, msg, *_attempt_and_seq(msg))
+        attempt, seq = _attempt_and_seq(msg)
+        delivery = Delivery(self, msg, attempt, seq)
         try:
             flux = FluxMsg.decode(msg.data)
         except MessageDecodeError as exc:
@@ -199,10 +212,10 @@ class JetStreamInlet:
             await self._dead_letter(delivery, f"malformed payload: {exc}")
             return
         delivery.msg_id = flux.id
-        if delivery.attempt > self.options.max_deliver:
-            reason = self._reasons.get(delivery._seq) or (
+        if attempt > self.options.max_deliver:
+            reason = self._reasons.get(seq) or (
                 f"not acknowledged within ack_wait ({self.options.ack_wait:g}s) "
-                f"in {delivery.attempt - 1} deliveries"
+                f"in {attempt - 1} deliveries"
             )
             delivery._settled = True
             await self._dead_letter(delivery, reason)

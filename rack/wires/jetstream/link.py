@@ -235,7 +235,7 @@ class JetStreamLink:
         current = self._inlets.get(route.durable)
         if current is not None and not current.closed:
             raise WireError(f"wire {route.label} already has an inlet on this link")
-        inlet = JetStreamInlet(self._js, route, options, deliver, self._dlq)
+        inlet = JetStreamInlet(self._nc, self._js, route, options, deliver, self._dlq)
         await inlet.start(bind_timeout)
         self._inlets[route.durable] = inlet
         return inlet
