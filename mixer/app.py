@@ -287,7 +287,9 @@ class Mixer(Service):
         (its name is trusted by enrollment); it runs the active scenario."""
         state = self.settings.mixer.state_dir / "racks" / name
         command = rack_command(sys.executable, self.nats_url, name, state)
-        local = LocalRack(command, name=name)
+        token = self.settings.enrollment.token
+        env = {"FLUXRIG_BOOTSTRAP_TOKEN": token} if token is not None else {}
+        local = LocalRack(command, name=name, env=env)
         await local.start()
         stack.push_async_callback(local.aclose)  # logs "local rack NAME stopped" itself
         self.local_rack = local

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rack.config_layers import TomlSource, existing, load_layered
@@ -100,8 +100,13 @@ class RackSettings(BaseSettings):
     mixer_url: str | None = Field(
         default=None,
         pattern=r"^(nats|tls)://\S+$",
-        description="NATS URL of the mixer's hub (e.g. nats://mixer:4222): the rack enrolls "
-        "there (hello, heartbeats) while it runs its scenario file; unset = no mixer.",
+        description="NATS URL of the mixer's hub (e.g. nats://mixer:4222): with no scenario "
+        "file, the rack enrolls there and runs the scenario the mixer pushes once adopted.",
+    )
+    bootstrap_token: SecretStr | None = Field(
+        default=None,
+        description="The mixer's enrollment secret, presented in the rack's hello (also from "
+        "FLUXRIG_BOOTSTRAP_TOKEN). Never logged.",
     )
     nats_connect_timeout: float = Field(
         default=10.0,

@@ -30,6 +30,7 @@ from rack.errors import FluxError, ScenarioError
 from rack.gear.registry import GearRegistry
 from rack.link.enrollment import MixerLink
 from rack.link.protocol import ScenarioAck, ScenarioPush
+from rack.model.passport import Passport
 from rack.model.scenario import Blueprint, Scenario
 from rack.preflight import preflight_document
 from rack.runtime.rack import Rack
@@ -74,6 +75,24 @@ class ScenarioAgent:
                 push = self.link.push
                 if push is not None:
                     await self.link.ack(await self._handle(push, status))
+
+    async def boot(self, passport: Passport) -> bool:
+        """Run the scenario a verified passport grants (at start, before the mixer answers)."""
+        self.rack.use_machine_id(passport.machine_id)
+        granted = passport.scenario
+        if granted is None:
+            log.info("rack '%s': its passport grants no scenario", self.rack.name)
+            return True
+        push = ScenarioPush(
+            activation=0, digest=granted.digest, ref=granted.ref, document=granted.document
+        )
+        ack = await self._handle(push, "active")
+        if ack.ok:
+            log.info(
+                "rack '%s' runs %s from its passport (machine id %d), mixer or not",
+                self.rack.name, granted.ref or granted.digest, passport.machine_id,
+            )  # fmt: skip
+        return ack.ok
 
     async def _go_idle(self, status: str | None) -> None:
         if self.rack.slots or self.digest is not None:

@@ -8,8 +8,11 @@ Protocol (`rack.link.protocol`): a request on `fluxrig.agent.hello`; the reply g
 rack's status, MachineID, fluxEntityID and heartbeat interval; then a heartbeat on
 `fluxrig.event.heartbeat.<name>` every interval; status changes arrive on
 `fluxrig.rack.<name>.status`, scenario pushes on `fluxrig.rack.<name>.scenario` (kept in `push`,
-the newest one wins; `rack.link.agent.ScenarioAgent` applies them and answers with `ack`). The
-hello and every heartbeat say which scenario the rack runs (`running()`, a CAS digest).
+the newest one wins; `rack.link.agent.ScenarioAgent` applies them and answers with `ack`), and
+passports on `fluxrig.rack.<name>.passport` (verified against the pinned mixer key and kept by
+`identity`, a `rack.link.identity.RackIdentity`). The hello and every heartbeat say which
+scenario the rack runs (`running()`, a CAS digest) and which passport it holds; the hello also
+carries the bootstrap `token`, the rack's public key and its CSR.
 
 Failure handling: the link never raises into the rack. It retries with exponential back-off
 (`backoff_initial` doubling to `backoff_max`) when the mixer's NATS is unreachable, when nobody
@@ -41,7 +44,9 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from rack import __version__
+from rack.errors import PassportError
 from rack.lifecycle import Service
+from rack.link.identity import RackIdentity, state_of
 from rack.link.protocol import (
     HELLO_SUBJECT,
     MAX_SCENARIO_PAYLOAD,
@@ -59,10 +64,12 @@ from rack.link.protocol import (
     encode,
     error_of,
     heartbeat_subject,
+    passport_subject,
     scenario_subject,
     status_subject,
 )
 from rack.link.stats import ProcessSampler
+from rack.model.passport import Passport
 
 __all__ = ["LinkState", "MixerLink"]
 
@@ -111,6 +118,8 @@ class MixerLink(Service):
         public_key: str | None = None,
         gears: Callable[[], int] | None = None,
         running: Callable[[], str | None] | None = None,
+        token: str | None = None,
+        identity: RackIdentity | None = None,
         request_timeout: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -123,8 +132,10 @@ class MixerLink(Service):
                 hostname=socket.gethostname(),
                 pid=os.getpid(),
                 python=platform.python_version(),
-                public_key=public_key,
+                public_key=identity.public_key if identity is not None else public_key,
             ),
+            token=token,
+            csr=identity.csr_pem if identity is not None else None,
         )
         self.state = LinkState.CONNECTING
         self.status: str | None = None
@@ -137,6 +148,9 @@ class MixerLink(Service):
         self.status_updates = 0
         self.push: ScenarioPush | None = None
         self.pushes = 0
+        self.identity = identity
+        self.passport: Passport | None = None  # the newest valid one (set it at boot too)
+        self.passports = 0  # passports received and kept
         self._running = running
         self._nc: Client | None = None
         self._gears = gears
@@ -238,6 +252,10 @@ class MixerLink(Service):
         await nc.subscribe(
             scenario_subject(self.name), cb=self._on_scenario, pending_bytes_limit=16 * 1024**2
         )
+        if self.identity is not None:
+            await nc.subscribe(
+                passport_subject(self.name), cb=self._on_passport, pending_bytes_limit=16 * 1024**2
+            )
         self._nc = nc
         try:
             if await self._enroll(nc, closed):
@@ -267,7 +285,9 @@ class MixerLink(Service):
         while not closed.is_set():
             self.hellos += 1
             try:
-                hello = self.hello.model_copy(update={"scenario": self._scenario()})
+                hello = self.hello.model_copy(
+                    update={"scenario": self._scenario(), "passport": state_of(self.passport)}
+                )
                 msg = await nc.request(HELLO_SUBJECT, encode(hello), timeout=self._request_timeout)
             except NoRespondersError:
                 self._no_mixer("no mixer enrollment service listens there")
@@ -321,6 +341,7 @@ class MixerLink(Service):
                 ts=time.time(),
                 status=self.status,
                 scenario=self._scenario(),
+                passport=state_of(self.passport),
                 stats=self._sampler.sample(gears),
             )
             try:
@@ -360,6 +381,24 @@ class MixerLink(Service):
         )  # fmt: skip
         self.push = push
         self.pushes += 1
+        self._touch()
+
+    async def _on_passport(self, msg: Msg) -> None:
+        identity = self.identity
+        assert identity is not None
+        try:
+            passport = await asyncio.to_thread(identity.store, msg.data, now=time.time())
+        except (PassportError, OSError) as exc:
+            log.error("refused a passport from the mixer: %s", exc)
+            return
+        self.passport = passport
+        self.passports += 1
+        log.info(
+            "passport kept (machine id %d, scenario %s, valid until %s)",
+            passport.machine_id,
+            passport.scenario.digest if passport.scenario else "none",
+            time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(passport.expires_at)),
+        )
         self._touch()
 
     # -- state ------------------------------------------------------------------------------------

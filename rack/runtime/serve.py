@@ -15,12 +15,15 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
-from rack.errors import FluxError, ScenarioError, SettingsError
+from rack.errors import FluxError, PassportError, ScenarioError, SettingsError
 from rack.gear.registry import GearRegistry
 from rack.link import MixerLink
 from rack.link.agent import ScenarioAgent
+from rack.link.identity import RackIdentity
+from rack.model.passport import Passport
 from rack.model.scenario import Blueprint
 from rack.preflight import preflight_file
 from rack.runtime.rack import Rack
@@ -134,18 +137,27 @@ async def _serve_file(
 async def _serve_managed(
     settings: RackSettings, name: str, registry: GearRegistry, requests: Requests
 ) -> int:
-    """The rack runs what the mixer says (rack.link.agent): nothing until adopted."""
+    """The rack runs what the mixer says (rack.link.agent): nothing until adopted, or what its
+    passport grants while the mixer is away (Sovereign Continuity)."""
     assert settings.mixer_url is not None
+    identity = await asyncio.to_thread(RackIdentity.load, settings.state_dir, name)
+    passport = await _boot_passport(identity)
     agent: ScenarioAgent | None = None
     async with Rack(settings, name=name) as rack:
+        token = settings.bootstrap_token
         link = MixerLink(
             settings.mixer_url,
             rack.name,
             gears=lambda: len(rack.slots),
             running=lambda: agent.digest if agent is not None else None,
+            token=token.get_secret_value() if token is not None else None,
+            identity=identity,
         )
+        link.passport = passport
+        agent = ScenarioAgent(rack, link, registry, start_timeout=settings.start_timeout)
+        if passport is not None:
+            await agent.boot(passport)  # before the link: the mixer may be unreachable
         async with link:
-            agent = ScenarioAgent(rack, link, registry, start_timeout=settings.start_timeout)
             log.info(
                 "rack '%s' (pid %d) takes its scenario from the mixer at %s",
                 rack.name, os.getpid(), settings.mixer_url,
@@ -162,6 +174,22 @@ async def _serve_managed(
             clean = await _drain(rack, settings)
     log.info("rack stopped%s", "" if clean else " (grace period expired)")
     return 0 if clean else 1
+
+
+async def _boot_passport(identity: RackIdentity) -> Passport | None:
+    """The stored passport, if valid; a bad one is reported and the rack waits for a new one."""
+    try:
+        passport = await asyncio.to_thread(identity.passport, now=time.time())
+    except PassportError as exc:
+        log.error(
+            "passport rejected at boot: %s. The rack runs no gears until the mixer issues a new "
+            "one",
+            exc,
+        )
+        return None
+    if passport is None:
+        log.info("rack '%s' has no passport yet: it enrolls with the mixer", identity.name)
+    return passport
 
 
 async def _drain(rack: Rack, settings: RackSettings) -> bool:
