@@ -333,6 +333,7 @@ class Mixer(Service):
             registry=self.registry,
             gears=self.gears,
             auth_token=api.token,
+            read_token=api.reader_token,
             max_body_bytes=api.max_body_bytes,
             on_rack_change=self._rack_changed,
             orchestrator=self.orchestrator,

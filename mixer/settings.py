@@ -159,6 +159,12 @@ class ApiSection(_Section):
         description="Bearer token every API request except health must carry (at least 16 "
         "characters; also from FLUXRIG_API_TOKEN). Never logged.",
     )
+    read_token: SecretStr | None = Field(
+        default=None,
+        description="Optional second bearer token with the read-only role: REST GET and gRPC "
+        "List/Get/Watch calls only (changes answer 403 / PERMISSION_DENIED). At least 16 "
+        "characters, different from `auth_token`. Never logged.",
+    )
     insecure: bool = Field(
         default=False,
         description="Allow starting without `auth_token` (the APIs then accept requests without "
@@ -172,7 +178,7 @@ class ApiSection(_Section):
         description="Largest request body the REST API accepts, in bytes.",
     )
 
-    @field_validator("auth_token")
+    @field_validator("auth_token", "read_token")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
@@ -186,6 +192,20 @@ class ApiSection(_Section):
     def token(self) -> str | None:
         """The token in clear, for the API's authentication check only (never log it)."""
         return None if self.auth_token is None else self.auth_token.get_secret_value()
+
+    @property
+    def reader_token(self) -> str | None:
+        """The read-only token in clear, for the authentication check only."""
+        return None if self.read_token is None else self.read_token.get_secret_value()
+
+    @model_validator(mode="after")
+    def _roles(self) -> ApiSection:
+        if self.read_token is not None:
+            if self.auth_token is None:
+                raise ValueError("read_token needs auth_token (the admin token) as well")
+            if self.read_token.get_secret_value() == self.auth_token.get_secret_value():
+                raise ValueError("read_token must differ from auth_token")
+        return self
 
 
 class EnrollmentSection(_Section):

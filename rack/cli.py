@@ -8,6 +8,7 @@ fluxrig spec import|list|show|diff ...
 fluxrig gears list [--remote]
 fluxrig gears doc TYPE | --all [--write DIR]
 fluxrig gears schema TYPE
+fluxrig keys show|backup ...                   (on the mixer host; see rack.keys_cli)
 fluxrig version
 """
 
@@ -231,9 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("type")
     schema.set_defaults(func=cmd_gears_schema)
 
-    from rack import dlq_cli
+    from rack import dlq_cli, keys_cli
 
     dlq_cli.add_parser(sub)
+    keys_cli.add_parser(sub)
     ops_cli.add_parsers(sub, scenario)
     docs = sub.add_parser("docs", help="regenerate the generated reference pages")
     docs.add_argument("--write", type=Path, default=Path("docs"), help="docs folder")

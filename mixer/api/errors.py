@@ -92,6 +92,11 @@ class UnauthenticatedError(ApiError):
         self.presented = presented  # a token was sent but did not match
 
 
+class ForbiddenError(ApiError):
+    """The credential is valid but its role may not do this (the read-only token asked to
+    change something)."""
+
+
 class RouteNotFoundError(ApiError):
     """No API operation lives at that path."""
 
@@ -141,6 +146,7 @@ INTERNAL = ErrorKind(500, "INTERNAL", "internal", expose=False)
 
 ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     UnauthenticatedError: ErrorKind(401, "UNAUTHENTICATED", "unauthenticated"),
+    ForbiddenError: ErrorKind(403, "PERMISSION_DENIED", "forbidden"),
     RackNotFoundError: ErrorKind(404, "NOT_FOUND", "rack_not_found"),
     NotFoundError: ErrorKind(404, "NOT_FOUND", "not_found"),
     UnknownGearError: ErrorKind(404, "NOT_FOUND", "unknown_gear"),

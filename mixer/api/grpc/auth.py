@@ -1,42 +1,39 @@
 """Bearer authentication for the gRPC API: metadata `authorization: Bearer <token>`.
 
 Every service needs the token except the standard health and reflection services (like the
-REST API's health and OpenAPI document). The token is compared in constant time; a refused call
-is UNAUTHENTICATED through the error table, before the servicer runs.
+REST API's health and OpenAPI document). Tokens are compared in constant time
+(mixer.api.credentials); a refused call is UNAUTHENTICATED (no or an unknown token) or
+PERMISSION_DENIED (the read-only token calling anything but List*/Get*/Watch*) through the error
+table, before the servicer runs.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import grpc
 
-from mixer.api.errors import UnauthenticatedError
+from mixer.api.credentials import Credentials, is_read_only_rpc, require
+from mixer.api.errors import ForbiddenError, UnauthenticatedError
 from mixer.api.grpc.status import abort_with
 
 
-def credential_error(metadata: Any, expected: bytes) -> UnauthenticatedError | None:
-    """Why `metadata` does not authenticate (None when it does)."""
+def credential_error(
+    metadata: Any, credentials: Credentials, method: str
+) -> UnauthenticatedError | ForbiddenError | None:
+    """Why `metadata` may not call `method` (None when it may)."""
     header = next((str(v) for k, v in metadata or () if k == "authorization"), "")
-    scheme, _, credential = header.strip().partition(" ")
-    credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
-        return UnauthenticatedError(
-            "this call needs a token: send metadata `authorization: Bearer <token>` with the "
-            "mixer's [api] auth_token (or FLUXRIG_API_TOKEN)"
-        )
-    if not hmac.compare_digest(credential.encode("utf-8", "surrogatepass"), expected):
-        return UnauthenticatedError(
-            "the bearer token is not valid for this mixer; check [api] auth_token or "
-            "FLUXRIG_API_TOKEN",
-            presented=True,
-        )
+    try:
+        role = credentials.role_of(header, where="metadata `authorization: Bearer <token>`")
+        if not is_read_only_rpc(method):
+            require(role, "admin", method.lstrip("/"))
+    except (UnauthenticatedError, ForbiddenError) as exc:
+        return exc
     return None
 
 
-def _refusal(handler: Any, error: UnauthenticatedError) -> Any:
+def _refusal(handler: Any, error: UnauthenticatedError | ForbiddenError) -> Any:
     """A handler of the same shape as `handler` that only refuses the call."""
 
     async def refuse(request: Any, context: Any) -> None:
@@ -53,10 +50,11 @@ def _refusal(handler: Any, error: UnauthenticatedError) -> Any:
 
 
 class BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """Refuse calls without the bearer token, except to `public_services` (full names)."""
+    """Refuse calls without a bearer token, and the read-only token's calls that change
+    something, except to `public_services` (full names)."""
 
-    def __init__(self, token: str, public_services: Collection[str]) -> None:
-        self._expected = token.encode("utf-8")
+    def __init__(self, credentials: Credentials, public_services: Collection[str]) -> None:
+        self._credentials = credentials
         self._public = frozenset(public_services)
 
     async def intercept_service(
@@ -68,5 +66,8 @@ class BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is u
         service = str(handler_call_details.method).lstrip("/").partition("/")[0]
         if handler is None or service in self._public:
             return handler  # unknown methods stay UNIMPLEMENTED
-        error = credential_error(handler_call_details.invocation_metadata, self._expected)
+        method = str(handler_call_details.method)
+        error = credential_error(
+            handler_call_details.invocation_metadata, self._credentials, method
+        )
         return handler if error is None else _refusal(handler, error)

@@ -82,8 +82,9 @@ class GrpcApi(Service):
         if self._closed:
             raise RuntimeError("this gRPC API was closed; make a new one")
         interceptors = []
-        if self._ctx.auth_token is not None:
-            interceptors.append(BearerAuth(self._ctx.auth_token, PUBLIC_SERVICES))
+        credentials = self._ctx.credentials
+        if credentials is not None:
+            interceptors.append(BearerAuth(credentials, PUBLIC_SERVICES))
         # no SO_REUSEPORT: a second mixer on the same port must fail, not share the traffic
         server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         self._register(server)

@@ -40,9 +40,10 @@ def build_app(ctx: ApiContext, operations: Sequence[Operation] = OPERATIONS) -> 
         error_middleware(ctx.max_body_bytes),
         body_limit_middleware(ctx.max_body_bytes),
     ]
-    if ctx.auth_token is not None:
+    credentials = ctx.credentials
+    if credentials is not None:
         public = [op.url for op in operations if op.public]
-        middlewares.append(auth_middleware(ctx.auth_token, public))
+        middlewares.append(auth_middleware(credentials, public))
     app = web.Application(middlewares=middlewares, client_max_size=ctx.max_body_bytes)
     app[system.DOCUMENT_KEY] = build_document(operations, version=__version__, secure=secure)
     for op in operations:

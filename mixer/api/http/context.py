@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mixer.api.credentials import Credentials
 from mixer.registry import RackRecord, Registry
 from mixer.store import CasStore
 from rack.gear.registry import GearRegistry
@@ -26,6 +27,7 @@ class ApiContext:
     gears: GearRegistry
     auth_token: str | None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    read_token: str | None = None  # read-only role: GET / List*, Get*, Watch* (never alone)
     # Called after an operator changed a rack's status (adopt, suspend, …): the mixer tells the
     # rack at once instead of at its next heartbeat. Must not raise.
     on_rack_change: Callable[[RackRecord], Awaitable[None]] | None = None
@@ -33,8 +35,17 @@ class ApiContext:
     # of other routes).
     orchestrator: Orchestrator | None = None
 
+    @property
+    def credentials(self) -> Credentials | None:
+        """The tokens and their roles; None when the API runs without authentication."""
+        if self.auth_token is None:
+            return None
+        return Credentials(self.auth_token, self.read_token)
+
     def __post_init__(self) -> None:
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth_token is empty; set a token, or None to run insecure")
+        if self.read_token is not None and self.auth_token is None:
+            raise ValueError("read_token needs auth_token (an admin token) as well")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")

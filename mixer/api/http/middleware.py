@@ -4,20 +4,21 @@
   (`mixer.api.errors`); aiohttp's own 404/405/413 are turned into the same JSON shape.
 - body size: a declared Content-Length over the limit is refused before anything is read; a
   body that turns out larger (chunked) is refused by aiohttp's `client_max_size` while reading.
-- auth: `Authorization: Bearer <token>`, compared in constant time; health and the OpenAPI
-  document are public. A 401 carries `WWW-Authenticate: Bearer` (RFC 6750).
+- auth: `Authorization: Bearer <token>`, compared in constant time (mixer.api.credentials):
+  the admin token may do everything, the read-only token only GET (else 403); health and the
+  OpenAPI document are public. A 401 carries `WWW-Authenticate: Bearer` (RFC 6750).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Collection
 
 from aiohttp import web
 from aiohttp.typedefs import Handler as RequestHandler
 from aiohttp.typedefs import Middleware
 
+from mixer.api.credentials import Credentials, require
 from mixer.api.errors import (
     MalformedRequestError,
     MethodNotAllowedError,
@@ -95,30 +96,17 @@ def body_limit_middleware(limit: int) -> Middleware:
     return body_limit
 
 
-def auth_middleware(token: str, public_paths: Collection[str]) -> Middleware:
-    expected = token.encode("utf-8")
+def auth_middleware(credentials: Credentials, public_paths: Collection[str]) -> Middleware:
+    """Bearer tokens on every route but `public_paths`; the read-only token may only GET."""
     public = frozenset(public_paths)
 
     @web.middleware
     async def auth(request: web.Request, handler: RequestHandler) -> web.StreamResponse:
         if request.path not in public:
-            _authenticate(request.headers.get("Authorization"), expected)
+            header = request.headers.get("Authorization")
+            role = credentials.role_of(header, where="`Authorization: Bearer <token>`")
+            if request.method not in ("GET", "HEAD"):
+                require(role, "admin", f"{request.method} {request.path}")
         return await handler(request)
 
     return auth
-
-
-def _authenticate(header: str | None, expected: bytes) -> None:
-    scheme, _, credential = (header or "").strip().partition(" ")
-    credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
-        raise UnauthenticatedError(
-            "this operation needs a token: send `Authorization: Bearer <token>` with the mixer's "
-            "[api] auth_token (or FLUXRIG_API_TOKEN)"
-        )
-    if not hmac.compare_digest(credential.encode("utf-8", "surrogatepass"), expected):
-        raise UnauthenticatedError(
-            "the bearer token is not valid for this mixer; check [api] auth_token or "
-            "FLUXRIG_API_TOKEN",
-            presented=True,
-        )

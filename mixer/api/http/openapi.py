@@ -25,6 +25,7 @@ SECURITY_SCHEME = "bearerAuth"
 ERROR_DESCRIPTIONS = {
     400: "Malformed request (not JSON, bad reference syntax).",
     401: "Missing or wrong bearer token.",
+    403: "The read-only token may not change anything; use the admin token.",
     404: "No such rack, gear, reference or route.",
     409: "Conflicts with the current state (tag reuse, illegal status transition, name taken), "
     "or an activation a rack could not apply (`details`: what each rack said; the fleet is back "

@@ -86,6 +86,8 @@ class Operation:
         statuses = set(self.errors)
         if secure and not self.public:
             statuses.add(401)
+            if self.method != "GET":
+                statuses.add(403)  # the read-only token may not change anything
         if self.body is not None:
             statuses.update((400, 413, 422))
         if self.query is not None:

@@ -1,0 +1,105 @@
+"""Roles of the API tokens over real HTTP and real gRPC: the admin token may do everything, the
+read-only token only reads (403 / PERMISSION_DENIED otherwise), and no message names a token."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from fluxrig.v1 import racks_pb2, racks_pb2_grpc
+
+from mixer.api.credentials import Credentials, is_read_only_rpc
+from mixer.api.grpc import GrpcApi
+from mixer.api.http import ApiContext, build_app
+from mixer.settings import MixerSettings
+from tests.mixer.documents import TOKEN
+
+READ = "read-only-token-for-tests"
+
+
+@pytest.fixture
+def roles(ctx: ApiContext) -> ApiContext:
+    ctx.registry.hello("rack-a")
+    return dataclasses.replace(ctx, read_token=READ)
+
+
+@pytest.fixture
+async def http(roles: ApiContext) -> AsyncIterator[TestClient[object, object]]:
+    async with TestClient(TestServer(build_app(roles))) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_the_read_token_reads_but_may_not_change_anything_over_rest(
+    http: TestClient[object, object],
+) -> None:
+    resp = await http.get("/api/v1/racks", headers=bearer(READ))
+    assert resp.status == 200
+    assert [r["name"] for r in (await resp.json())["racks"]] == ["rack-a"]
+    resp = await http.post("/api/v1/racks/rack-a/adopt", headers=bearer(READ))
+    assert resp.status == 403
+    body = await resp.json()
+    assert body["error"]["code"] == "forbidden"
+    assert "read-only token" in body["error"]["message"]
+    assert READ not in await resp.text()
+    assert TOKEN not in await resp.text()
+    resp = await http.post("/api/v1/racks/rack-a/adopt", headers=bearer(TOKEN))
+    assert resp.status == 200  # the admin token may
+    resp = await http.get("/api/v1/racks", headers=bearer("another-token-entirely"))
+    assert resp.status == 401
+
+
+async def test_the_document_declares_403_on_changes_only(
+    http: TestClient[object, object],
+) -> None:
+    doc = await (await http.get("/api/v1/openapi.json")).json()
+    adopt = doc["paths"]["/api/v1/racks/{name}/adopt"]["post"]["responses"]
+    assert "403" in adopt
+    assert "403" not in doc["paths"]["/api/v1/racks"]["get"]["responses"]
+
+
+async def test_the_read_token_over_grpc(roles: ApiContext) -> None:
+    async with (
+        GrpcApi(roles, "127.0.0.1", 0) as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        stub = racks_pb2_grpc.RackServiceStub(channel)
+        read = (("authorization", f"Bearer {READ}"),)
+        listed = await stub.ListRacks(racks_pb2.ListRacksRequest(), metadata=read)
+        assert [r.name for r in listed.racks] == ["rack-a"]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.AdoptRack(racks_pb2.RackRef(name="rack-a"), metadata=read)
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "read-only token" in (refused.value.details() or "")
+        admin = (("authorization", f"Bearer {TOKEN}"),)
+        adopted = await stub.AdoptRack(racks_pb2.RackRef(name="rack-a"), metadata=admin)
+        assert adopted.status == "active"
+
+
+def test_read_only_rpcs_are_the_list_get_and_watch_ones() -> None:
+    assert is_read_only_rpc("/fluxrig.v1.RackService/ListRacks")
+    assert is_read_only_rpc("/fluxrig.v1.ScenarioService/GetActiveScenario")
+    assert is_read_only_rpc("/fluxrig.v1.RackService/WatchRacks")
+    assert not is_read_only_rpc("/fluxrig.v1.ScenarioService/ActivateScenario")
+    assert not is_read_only_rpc("/fluxrig.v1.RackService/AdoptRack")
+
+
+def test_tokens_must_differ_and_the_read_token_needs_an_admin_token() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        Credentials(TOKEN, TOKEN)
+    base = {"enrollment": {"bootstrap_token": "b" * 20}}
+    with pytest.raises(ValueError, match="read_token must differ from auth_token"):
+        MixerSettings.model_validate(base | {"api": {"auth_token": TOKEN, "read_token": TOKEN}})
+    with pytest.raises(ValueError, match="read_token needs auth_token"):
+        MixerSettings.model_validate(base | {"api": {"read_token": READ, "insecure": True}})
+    settings = MixerSettings.model_validate(
+        base | {"api": {"auth_token": TOKEN, "read_token": READ}}
+    )
+    assert settings.api.reader_token == READ
+    assert READ not in repr(settings)
