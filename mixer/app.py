@@ -47,6 +47,7 @@ from mixer.activations import ActivationLog
 from mixer.api.grpc import GrpcApi
 from mixer.api.grpc.watch import RackWatch
 from mixer.api.http import ApiContext, build_app
+from mixer.api.tls import ServerTls
 from mixer.enrollment import Enrollment
 from mixer.errors import MixerError
 from mixer.local_rack import LocalRack, rack_command
@@ -105,6 +106,7 @@ class Mixer(Service):
         self._watch: RackWatch | None = None  # rack status changes, for gRPC WatchRacks
         self._passports: PassportOffice | None = None
         self.pki: ClusterPki | None = None  # the cluster CA and signing key, once started
+        self._api_tls: ServerTls | None = None
 
     # -- the objects, once started --------------------------------------------------------------
 
@@ -224,6 +226,7 @@ class Mixer(Service):
         if cfg.mixer.local_rack:  # spawned before gRPC runs threads (its fork handlers warn)
             await self._start_local_rack(stack, cfg.mixer.local_rack)
         context = self._api_context()
+        self._api_tls = await asyncio.to_thread(self._load_api_tls)
         await self._start_http_api(stack, context)
         await self._start_grpc_api(stack, context)
 
@@ -339,10 +342,23 @@ class Mixer(Service):
             orchestrator=self.orchestrator,
         )
 
+    def _load_api_tls(self) -> ServerTls | None:
+        api = self.settings.api
+        if not api.tls:
+            return None
+        if api.tls_cert is not None and api.tls_key is not None:
+            return ServerTls.load(api.tls_cert, api.tls_key)
+        assert self.pki is not None
+        return ServerTls.load(self.pki.hub_cert_path, self.pki.hub_key_path)
+
     async def _start_grpc_api(self, stack: AsyncExitStack, context: ApiContext) -> None:
         """The gRPC API (mixer.api.grpc) on [api] host:grpc_port, with health and reflection."""
         grpc_api = GrpcApi(
-            context, self.settings.api.host, self.settings.api.grpc_port, watch=self._watch
+            context,
+            self.settings.api.host,
+            self.settings.api.grpc_port,
+            watch=self._watch,
+            tls=self._api_tls,
         )
         await grpc_api.start()  # MixerError when the port is taken
         stack.push_async_callback(_aclosing, "gRPC API", grpc_api.aclose)
@@ -355,15 +371,17 @@ class Mixer(Service):
         runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
         await runner.setup()
         stack.push_async_callback(_aclosing, "REST API", runner.cleanup)
+        ssl_context = self._api_tls.ssl_context() if self._api_tls is not None else None
         try:
-            await web.TCPSite(runner, api.host, api.port).start()
+            await web.TCPSite(runner, api.host, api.port, ssl_context=ssl_context).start()
         except OSError as exc:
             raise MixerError(
                 f"REST API cannot listen on {api.host}:{api.port}: {exc.strerror or exc}; "
                 "choose another [api] port (--api-port)"
             ) from exc
         host, port = runner.addresses[0][:2]
-        self.api_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.api_url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
         log.info("REST API listening on %s", self.api_url)
 
     # -- background tasks -----------------------------------------------------------------------

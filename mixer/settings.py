@@ -171,6 +171,14 @@ class ApiSection(_Section):
         "authentication) and without `[enrollment] bootstrap_token` (any rack may enroll). "
         "Configured tokens are still enforced.",
     )
+    tls: bool = Field(
+        default=False,
+        description="Serve the REST and gRPC APIs over TLS, with `tls_cert`/`tls_key`, or by "
+        "default the hub's certificate from the cluster PKI (clients trust "
+        "`<state_dir>/pki/ca.crt`: `fluxrig --api-ca`, FLUXRIG_API_CA).",
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM certificate (chain) of the APIs.")
+    tls_key: Path | None = Field(default=None, description="PEM private key of `tls_cert`.")
     max_body_bytes: int = Field(
         default=MIB,
         ge=1024,
@@ -200,6 +208,8 @@ class ApiSection(_Section):
 
     @model_validator(mode="after")
     def _roles(self) -> ApiSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key come together (both or neither)")
         if self.read_token is not None:
             if self.auth_token is None:
                 raise ValueError("read_token needs auth_token (the admin token) as well")

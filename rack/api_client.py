@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +29,7 @@ from rack.errors import ApiError, Problem
 DEFAULT_API_URL = "http://127.0.0.1:8090"
 URL_ENV = "FLUXRIG_API_URL"
 TOKEN_ENV = "FLUXRIG_API_TOKEN"
+CA_ENV = "FLUXRIG_API_CA"
 API_PREFIX = "/api/v1"
 WHERE = "--api-url / FLUXRIG_API_URL"
 TOKEN_HINT = "set --api-token or FLUXRIG_API_TOKEN"
@@ -38,25 +40,49 @@ def segment(value: str) -> str:
     return urllib.parse.quote(value, safe=":@")
 
 
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ApiError(f"cannot use {ca_file} as the mixer's CA (--api-ca): {exc}") from exc
+
+
 class ApiClient:
     """Blocking JSON calls to one mixer; `get`/`post` return the decoded answer."""
 
-    __slots__ = ("_token", "base_url", "timeout")
+    __slots__ = ("_ssl", "_token", "base_url", "timeout")
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 10,
+        *,
+        ca_file: str | None = None,
+    ) -> None:
         url = base_url.strip().rstrip("/")
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise ApiError(f"the mixer API URL must start with http:// or https://, not {url!r}")
         self.base_url = url.removesuffix(API_PREFIX)
         self._token = token or None
         self.timeout = timeout
+        self._ssl = _tls_context(ca_file) if ca_file else None
 
     @classmethod
-    def resolve(cls, api_url: str | None, api_token: str | None, timeout: float = 10) -> ApiClient:
+    def resolve(
+        cls,
+        api_url: str | None,
+        api_token: str | None,
+        timeout: float = 10,
+        *,
+        api_ca: str | None = None,
+    ) -> ApiClient:
         """URL: `api_url` > FLUXRIG_API_URL > http://127.0.0.1:8090; token: `api_token` >
-        FLUXRIG_API_TOKEN > none (empty values count as unset)."""
+        FLUXRIG_API_TOKEN > none; CA file for https (the mixer's `pki/ca.crt`): `api_ca` >
+        FLUXRIG_API_CA > the system's (empty values count as unset)."""
         url = api_url or os.environ.get(URL_ENV) or DEFAULT_API_URL
-        return cls(url, api_token or os.environ.get(TOKEN_ENV) or None, timeout)
+        ca = api_ca or os.environ.get(CA_ENV) or None
+        return cls(url, api_token or os.environ.get(TOKEN_ENV) or None, timeout, ca_file=ca)
 
     def __repr__(self) -> str:
         return f"ApiClient({self.base_url!r}, token={'***' if self._token else None})"
@@ -85,7 +111,7 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {self._token}"
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=self._ssl) as response:
                 return self._decode(response.read(), response.status)
         except urllib.error.HTTPError as exc:
             with exc:

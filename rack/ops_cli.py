@@ -38,7 +38,7 @@ ACTIVATE_TIMEOUT = 300.0  # seconds: racks get [orchestrator] apply_timeout, twi
 
 
 def client(args: argparse.Namespace) -> ApiClient:
-    return ApiClient.resolve(args.api_url, args.api_token)
+    return ApiClient.resolve(args.api_url, args.api_token, api_ca=args.api_ca)
 
 
 def emit_json(value: Any) -> int:
@@ -344,6 +344,9 @@ def _api_arguments(group: argparse._ArgumentGroup) -> None:
     url = f"the mixer's REST API (else FLUXRIG_API_URL, else {DEFAULT_API_URL})"
     group.add_argument("--api-url", help=url)
     group.add_argument("--api-token", help="bearer token (else FLUXRIG_API_TOKEN)")
+    group.add_argument(
+        "--api-ca", help="CA file for an https API, e.g. the mixer's pki/ca.crt (FLUXRIG_API_CA)"
+    )
     group.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
 

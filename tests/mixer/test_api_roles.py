@@ -3,8 +3,10 @@ read-only token only reads (403 / PERMISSION_DENIED otherwise), and no message n
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,7 +16,9 @@ from fluxrig.v1 import racks_pb2, racks_pb2_grpc
 from mixer.api.credentials import Credentials, is_read_only_rpc
 from mixer.api.grpc import GrpcApi
 from mixer.api.http import ApiContext, build_app
+from mixer.app import Mixer
 from mixer.settings import MixerSettings
+from rack.cli import main
 from tests.mixer.documents import TOKEN
 
 READ = "read-only-token-for-tests"
@@ -103,3 +107,45 @@ def test_tokens_must_differ_and_the_read_token_needs_an_admin_token() -> None:
     )
     assert settings.api.reader_token == READ
     assert READ not in repr(settings)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+async def test_apis_over_tls_with_the_cluster_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("FLUXRIG_API_URL", "FLUXRIG_API_TOKEN", "FLUXRIG_API_CA"):
+        monkeypatch.delenv(key, raising=False)
+    settings = MixerSettings.model_validate(
+        {
+            "mixer": {"state_dir": tmp_path / "m"},
+            "hub": {"port": 0, "leafnodes": False},
+            "api": {"port": 0, "grpc_port": 0, "auth_token": TOKEN, "tls": True},
+            "enrollment": {"bootstrap_token": "b" * 20},
+        }
+    )
+    async with Mixer(settings) as mixer:
+        assert mixer.api_url is not None
+        assert mixer.api_url.startswith("https://")
+        ca = tmp_path / "m" / "pki" / "ca.crt"
+        args = ["racks", "list", "--api-url", mixer.api_url, "--api-token", TOKEN]
+        code = await asyncio.to_thread(main, [*args, "--api-ca", str(ca)])
+        assert code == 0, capsys.readouterr().err
+        code = await asyncio.to_thread(main, args)  # the system's CAs do not know the cluster's
+        assert code == 1
+        assert "certificate verify failed" in capsys.readouterr().err
+        assert mixer.grpc_target is not None
+        credentials = grpc.ssl_channel_credentials(ca.read_bytes())
+        async with grpc.aio.secure_channel(
+            mixer.grpc_target.replace("127.0.0.1", "localhost"), credentials
+        ) as channel:
+            stub = racks_pb2_grpc.RackServiceStub(channel)
+            auth = (("authorization", f"Bearer {TOKEN}"),)
+            listed = await stub.ListRacks(racks_pb2.ListRacksRequest(), metadata=auth)
+            assert list(listed.racks) == []
+
+
+def test_tls_cert_and_key_come_together() -> None:
+    with pytest.raises(ValueError, match="tls_cert and tls_key come together"):
+        MixerSettings.model_validate({"api": {"insecure": True, "tls": True, "tls_cert": "/x.pem"}})

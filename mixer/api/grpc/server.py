@@ -28,6 +28,7 @@ from mixer.api.grpc.gears import GearServicer
 from mixer.api.grpc.racks import RackServicer
 from mixer.api.grpc.watch import DEFAULT_POLL_INTERVAL, RackWatch
 from mixer.api.http.context import ApiContext
+from mixer.api.tls import ServerTls
 from mixer.errors import MixerError
 from rack.lifecycle import Service
 
@@ -57,9 +58,12 @@ class GrpcApi(Service):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         grace: float = DEFAULT_GRACE,
         watch: RackWatch | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
-        """`watch`: share a RackWatch the mixer also publishes to (default: a new one)."""
+        """`watch`: share a RackWatch the mixer also publishes to (default: a new one);
+        `tls`: serve over TLS (mixer.api.tls) instead of plaintext."""
         self._ctx = ctx
+        self._tls = tls
         self.host = host
         self._asked_port = port
         self._grace = grace
@@ -121,7 +125,10 @@ class GrpcApi(Service):
     def _bind(self, server: Any) -> int:
         address = _hostport(self.host, self._asked_port)
         try:
-            port = int(server.add_insecure_port(address))
+            if self._tls is not None:
+                port = int(server.add_secure_port(address, self._tls.grpc_credentials()))
+            else:
+                port = int(server.add_insecure_port(address))
         except RuntimeError as exc:  # grpc's "Failed to bind to address …"
             port, reason = 0, f": {exc}"
         else:
