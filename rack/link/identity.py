@@ -26,15 +26,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.x509.oid import NameOID
 
 from rack.errors import PassportError
 from rack.files import check_private, write_atomic
 from rack.link.protocol import PassportState
-from rack.model.passport import Passport, key_fingerprint, read_passport
+from rack.model.passport import Passport, key_fingerprint, rack_csr, read_passport
 
 __all__ = ["RackIdentity"]
 
@@ -58,7 +56,7 @@ class RackIdentity:
         """Load the rack's key (made on first start), its CSR and the pinned mixer key."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = _load_key(directory / KEY)
-        csr = _csr(key, name)
+        csr = rack_csr(key, name).decode()
         write_atomic(directory / CSR, csr.encode(), mode=0o644)
         pin_path = directory / PIN
         pinned = _read_private(pin_path, "pinned mixer key") if pin_path.exists() else None
@@ -146,9 +144,3 @@ def _read_private(path: Path, what: str) -> bytes:
         if problem := check_private(os.fstat(fh.fileno()), path, what):
             raise PassportError(problem)
         return fh.read(64 * 1024)
-
-
-def _csr(key: Ed25519PrivateKey, name: str) -> str:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, None)
-    return csr.public_bytes(serialization.Encoding.PEM).decode()

@@ -137,16 +137,21 @@ def key_fingerprint(raw: bytes) -> str:
 
 def generate_rack_key_and_csr(rack: str) -> tuple[bytes, bytes]:
     """A new Ed25519 private key (PKCS#8 PEM) and a CSR for CN=`rack` signed with it."""
+    key = Ed25519PrivateKey.generate()
+    csr = rack_csr(key, rack)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, csr
+
+
+def rack_csr(key: Ed25519PrivateKey, rack: str) -> bytes:
+    """The PEM CSR for CN=`rack` signed with the rack's `key` (what the mixer's CA certifies)."""
     if not isinstance(rack, str) or not _NAME_RE.match(rack):
         raise PassportError(f"invalid rack name {rack!r}: use 1..63 letters, digits, '_' or '-'")
-    key = Ed25519PrivateKey.generate()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, rack)])
     csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, None)
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return key_pem, csr.public_bytes(pem)
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def write_passport(path: Path, data: bytes) -> None:
