@@ -272,3 +272,41 @@ async def test_killing_the_mixer_fails_no_request_and_the_rack_comes_back_active
         assert rack.log().count("listening on 127.0.0.1") == 1  # never restarted its gear
     finally:
         await rack.close()
+
+
+async def test_garbage_on_the_rack_subjects_is_refused_and_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import nats
+
+    from rack.link.protocol import applied_subject, passport_subject, scenario_subject
+
+    async with Mixer(secure_settings(tmp_path / "m")) as mixer:
+        digest = store(mixer, "echo", scenario("echo", "gw", racks=("edge-1",)))
+        await mixer.orchestrator.activate("echo:1.0.0")
+        async with managed(
+            mixer.nats_url, "edge-1", tmp_path, token=BOOTSTRAP, identity=True
+        ) as edge:
+            await until(lambda: edge.running({"gw"}) and edge.link.passport is not None)
+            held, pushes = edge.link.passport, edge.link.pushes
+            nc = await nats.connect(mixer.nats_url)
+            try:
+                for subject in (scenario_subject("edge-1"), passport_subject("edge-1")):
+                    for junk in (b"", b"\xff\x00garbage", b'{"activation": "x"}'):
+                        await nc.publish(subject, junk)
+                await nc.publish(applied_subject("edge-1"), b"not json")
+                await nc.publish(applied_subject("edge-1"), b'{"name": "edge-2"}')
+                await nc.flush()
+            finally:
+                await nc.close()
+            await until(lambda: "refused a passport from the mixer" in caplog.text)
+            await until(lambda: "malformed scenario push" in caplog.text)
+            assert edge.link.passport is held  # the good passport is kept
+            assert edge.link.pushes == pushes  # nothing was taken for a push
+            assert edge.running({"gw"})
+            assert edge.agent.digest == digest
+            # The mixer still activates and the rack still applies.
+            v2 = store(mixer, "v2", scenario("v2", "gw", "more", racks=("edge-1",)))
+            result = await mixer.orchestrator.activate("v2:1.0.0")
+            assert [(o.rack, o.state) for o in result.racks] == [("edge-1", "applied")]
+            assert edge.agent.digest == v2
