@@ -34,11 +34,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
+from mixer import hub_client
 from mixer.errors import (
     MachineIdsExhaustedError,
     MixerError,
@@ -120,15 +120,7 @@ class Enrollment(Service):
     async def start(self) -> None:
         if self._nc is not None:
             raise MixerError("the enrollment service is already started")
-        try:
-            nc = await nats.connect(
-                self.url, name="fluxrig-mixer enrollment", max_reconnect_attempts=-1
-            )
-        except (OSError, TimeoutError, NatsError) as exc:
-            raise MixerError(
-                f"enrollment cannot connect to the NATS hub at {self.url}: {exc}"
-            ) from exc
-        self._nc = nc
+        self._nc = nc = await hub_client.connect(self.url, "enrollment")
         try:
             await nc.subscribe(HELLO_SUBJECT, queue=QUEUE_GROUP, cb=self._on_hello)
             await nc.subscribe(HEARTBEAT_SUBJECTS, cb=self._on_heartbeat)
@@ -141,14 +133,7 @@ class Enrollment(Service):
     async def aclose(self) -> None:
         """Finish the messages being handled (drain), then close the connection."""
         nc, self._nc = self._nc, None
-        if nc is None or nc.is_closed:
-            return
-        try:
-            await nc.drain()
-        except (NatsError, TimeoutError) as exc:
-            log.warning("enrollment: draining the NATS connection failed: %s", exc)
-        finally:
-            await nc.close()
+        if await hub_client.drain(nc, "enrollment"):
             log.info("enrollment closed")
 
     # -- status announcements ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from rack.errors import FluxError
 
 if TYPE_CHECKING:
-    from mixer.orchestrator import ActivationResult
+    from mixer.rollout import ActivationResult
 
 
 class MixerError(FluxError):

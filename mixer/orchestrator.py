@@ -39,18 +39,26 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Literal
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
+from mixer import hub_client
 from mixer.activations import ActivationLog, ActivationRecord
 from mixer.enrollment import Sighting
 from mixer.errors import ActivationFailedError, MixerError, NotFoundError
 from mixer.registry import RackRecord, RackStatus, Registry
+from mixer.rollout import (
+    NOTHING,
+    ActivationResult,
+    Desired,
+    RackOutcome,
+    named_racks,
+    said,
+    spec_refs,
+)
 from mixer.settings import OrchestratorSection
 from mixer.store import Blob, CasStore
 from rack.errors import Problem, ScenarioError
@@ -70,54 +78,11 @@ from rack.model.scenario import Blueprint
 from rack.preflight import preflight_document
 from rack.scenario_files import parse_document
 
-__all__ = ["ActivationResult", "Desired", "Orchestrator", "RackOutcome", "spec_refs"]
+__all__ = ["Orchestrator"]
 
 log = logging.getLogger("fluxrig.mixer.orchestrator")
 
 Announce = Callable[[RackRecord], Awaitable[None]]
-NOTHING = 0  # the activation number of a "run no gears" push (no scenario was ever active)
-
-
-@dataclass(frozen=True, slots=True)
-class Desired:
-    """The scenario the fleet must run: an activation and its stored document."""
-
-    activation: int
-    digest: str
-    ref: str | None
-    document: str
-    racks: frozenset[str] = frozenset()  # the racks it names (`racks:` and `deploy:`)
-
-    def push(self, *, rollback: bool = False) -> ScenarioPush:
-        return ScenarioPush(
-            activation=self.activation,
-            digest=self.digest,
-            ref=self.ref,
-            document=self.document,
-            rollback=rollback,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RackOutcome:
-    """What one rack answered to an activation's push (`timeout`: nothing in time)."""
-
-    rack: str
-    state: Literal["applied", "failed", "timeout"]
-    error: str | None = None
-    report: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ActivationResult:
-    """An activation and what every targeted rack answered; `rollback` lists the answers to the
-    pushes that put racks back on the previous scenario after a failure."""
-
-    activation: ActivationRecord
-    racks: tuple[RackOutcome, ...]
-    adopted: tuple[str, ...] = ()  # racks adopted because the scenario names them
-    unknown: tuple[str, ...] = ()  # racks the scenario names that never enrolled
-    rollback: tuple[RackOutcome, ...] = ()
 
 
 class Orchestrator(Service):
@@ -164,15 +129,7 @@ class Orchestrator(Service):
         if abandoned:
             log.warning("%d activation(s) were interrupted by a mixer stop: failed", abandoned)
         await self._resume()
-        try:
-            nc = await nats.connect(
-                self.url, name="fluxrig-mixer orchestrator", max_reconnect_attempts=-1
-            )
-        except (OSError, TimeoutError, NatsError) as exc:
-            raise MixerError(
-                f"the orchestrator cannot connect to the hub at {self.url}: {exc}"
-            ) from exc
-        self._nc = nc
+        self._nc = nc = await hub_client.connect(self.url, "orchestrator")
         try:
             await nc.subscribe(APPLIED_SUBJECTS, cb=self._on_applied)
             await nc.flush()
@@ -196,14 +153,7 @@ class Orchestrator(Service):
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()
-        if nc is None or nc.is_closed:
-            return
-        try:
-            await nc.drain()
-        except (NatsError, TimeoutError) as exc:
-            log.warning("orchestrator: draining the NATS connection failed: %s", exc)
-        finally:
-            await nc.close()
+        if await hub_client.drain(nc, "orchestrator"):
             log.info("orchestrator closed")
 
     async def _resume(self) -> None:
@@ -220,7 +170,7 @@ class Orchestrator(Service):
             )  # fmt: skip
             return
         try:
-            named = _named(self._preflight(document, record.ref or record.digest))
+            named = named_racks(self._preflight(document, record.ref or record.digest))
         except ScenarioError as exc:  # e.g. a gear type this mixer no longer knows
             log.warning("the active scenario no longer passes pre-flight: %s", exc)
             named = frozenset()
@@ -266,22 +216,22 @@ class Orchestrator(Service):
         async with self._lock:
             blob, stored, document, blueprint = await self._checked(ref)
             await self._adopt_named(blueprint)
-            previous = self.desired
-            record = await asyncio.to_thread(
-                self.activations.begin,
-                stored,
-                blob.digest,
-                blueprint.name,
-                previous=previous.activation if previous else None,
-            )
+            record = await self._begin(stored, blob.digest, blueprint)
             record = await asyncio.to_thread(self.activations.finish, record.id, "active")
-            self.desired = Desired(record.id, blob.digest, stored, document, _named(blueprint))
+            self.desired = Desired(record.id, blob.digest, stored, document, named_racks(blueprint))
             self._sent.clear()
             log.info(
                 "startup scenario '%s' %s is active (activation %d); racks get it at hello",
                 blueprint.name, stored or blob.digest, record.id,
             )  # fmt: skip
             return record
+
+    async def _begin(self, ref: str | None, digest: str, blueprint: Blueprint) -> ActivationRecord:
+        """Record an activation that follows the current one (`activating`)."""
+        previous = self.desired.activation if self.desired else None
+        return await asyncio.to_thread(
+            self.activations.begin, ref, digest, blueprint.name, previous=previous
+        )
 
     async def _checked(self, ref: str) -> tuple[Blob, str | None, str, Blueprint]:
         """The stored scenario `ref` and its pre-flighted blueprint; a refusal is recorded."""
@@ -303,14 +253,8 @@ class Orchestrator(Service):
         blob, stored, document, blueprint = await self._checked(ref)
         adopted, unknown = await self._adopt_named(blueprint)
         previous = self.desired
-        record = await asyncio.to_thread(
-            self.activations.begin,
-            stored,
-            blob.digest,
-            blueprint.name,
-            previous=previous.activation if previous else None,
-        )
-        new = Desired(record.id, blob.digest, stored, document, _named(blueprint))
+        record = await self._begin(stored, blob.digest, blueprint)
+        new = Desired(record.id, blob.digest, stored, document, named_racks(blueprint))
         targets = [r.name for r in await asyncio.to_thread(self.registry.list, RackStatus.ACTIVE)]
         log.info(
             "activating '%s' %s (activation %d) on %d rack(s): %s",
@@ -335,7 +279,7 @@ class Orchestrator(Service):
         adopted: tuple[str, ...],
         unknown: tuple[str, ...],
     ) -> ActivationResult:
-        why = "; ".join(f"rack '{o.rack}' {_said(o)}" for o in failed)
+        why = "; ".join(f"rack '{o.rack}' {said(o)}" for o in failed)
         record = await asyncio.to_thread(self.activations.finish, record.id, "failed", why)
         # Racks that applied it (or may still) go back; a rack that failed restored its own.
         back = [o.rack for o in outcomes if o.state != "failed"]
@@ -368,7 +312,7 @@ class Orchestrator(Service):
                 yield Problem(path, f"spec reference {ref!r}: {exc}")
 
     async def _adopt_named(self, blueprint: Blueprint) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        names = sorted(_named(blueprint))
+        names = sorted(named_racks(blueprint))
         if not names:
             return (), ()
         adoption = await asyncio.to_thread(self.registry.adopt_named, names)
@@ -508,29 +452,3 @@ class Orchestrator(Service):
 
     async def history(self, limit: int = 50) -> list[ActivationRecord]:
         return await asyncio.to_thread(self.activations.history, limit)
-
-
-def spec_refs(blueprint: Blueprint) -> list[tuple[str, str]]:
-    """(YAML path, spec reference) of the scenario's `spec:` and every gear's `config.spec`."""
-    refs: list[tuple[str, str]] = []
-    if blueprint.scenario.spec:
-        refs.append(("spec", blueprint.scenario.spec))
-    for i, gear in enumerate(blueprint.scenario.gears):
-        value = gear.config.get("spec") if isinstance(gear.config, dict) else None
-        if isinstance(value, str):
-            refs.append((f"gears[{i}].config.spec", value))
-    return refs
-
-
-def _named(blueprint: Blueprint) -> frozenset[str]:
-    """The racks a scenario names: its `racks:` list and the gears' `deploy:`."""
-    scenario = blueprint.scenario
-    return frozenset(r.name for r in scenario.racks) | {
-        g.deploy for g in scenario.gears if g.deploy
-    }
-
-
-def _said(outcome: RackOutcome) -> str:
-    if outcome.state == "timeout":
-        return f"did not answer ({outcome.error})"
-    return f"could not apply it: {outcome.error or 'no reason given'}"

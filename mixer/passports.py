@@ -40,9 +40,9 @@ from cryptography.hazmat.primitives import serialization
 from mixer.enrollment import Sighting
 from mixer.errors import MixerError, PkiError
 from mixer.migrations import Migration, apply_migrations
-from mixer.orchestrator import spec_refs
 from mixer.pki import ClusterPki
 from mixer.registry import RackRecord, RackStatus
+from mixer.rollout import spec_refs
 from mixer.settings import EnrollmentSection
 from mixer.store import CasStore
 from rack.errors import ScenarioError

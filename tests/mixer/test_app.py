@@ -13,10 +13,11 @@ import duckdb
 import nats
 import pytest
 
-from mixer.app import Mixer, StartupChoice, resolve_startup, slug
+from mixer.app import Mixer
 from mixer.errors import MixerError
 from mixer.registry import RackRecord, RackStatus
 from mixer.settings import MixerSettings
+from mixer.startup import StartupChoice, resolve_startup, slug
 from mixer.store import CasStore, digest_of
 from rack.gear.registry import GearRegistry
 

@@ -16,7 +16,8 @@ from mixer.api.grpc import convert
 from mixer.api.grpc.proto import store_pb2
 from mixer.api.http.activation import fleet, orchestrator_of
 from mixer.api.http.context import ApiContext
-from mixer.orchestrator import ActivationResult, Orchestrator
+from mixer.orchestrator import Orchestrator
+from mixer.rollout import ActivationResult
 from mixer.store import CasStore
 
 

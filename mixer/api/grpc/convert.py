@@ -10,8 +10,8 @@ from typing import Any
 
 from mixer.activations import ActivationRecord, RackProvenance
 from mixer.api.grpc.proto import gears_pb2, racks_pb2, store_pb2, struct_pb2, timestamp_pb2
-from mixer.orchestrator import RackOutcome
 from mixer.registry import RackRecord
+from mixer.rollout import RackOutcome
 from mixer.store import Blob, Ref
 from rack.gear.docs import config_schema
 from rack.gear.registry import AnyGear

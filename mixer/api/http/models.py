@@ -20,7 +20,7 @@ from mixer.store import Blob, PutResult, Ref
 from rack.model.scenario import NAME_PATTERN
 
 if TYPE_CHECKING:
-    from mixer import orchestrator
+    from mixer import rollout
 
 MAX_CONTENT_BYTES = 1024 * 1024  # a scenario or spec is at most 1 MiB of UTF-8
 
@@ -302,7 +302,7 @@ class RackOutcome(_Response):
     report: str | None = Field(description="What the rack started, restarted, stopped or kept.")
 
     @classmethod
-    def of(cls, outcome: orchestrator.RackOutcome) -> RackOutcome:
+    def of(cls, outcome: rollout.RackOutcome) -> RackOutcome:
         return cls(
             rack=outcome.rack, state=outcome.state, error=outcome.error, report=outcome.report
         )
@@ -319,7 +319,7 @@ class ActivationResult(_Response):
     )
 
     @classmethod
-    def of(cls, result: orchestrator.ActivationResult) -> ActivationResult:
+    def of(cls, result: rollout.ActivationResult) -> ActivationResult:
         return cls(
             activation=Activation.of(result.activation),
             racks=[RackOutcome.of(o) for o in result.racks],

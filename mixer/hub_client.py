@@ -1,0 +1,42 @@
+"""The mixer services' own connections to its NATS hub: opened the same way, closed the same way.
+
+nc = await connect(url, "enrollment")      # MixerError naming the service and the hub
+...
+if await drain(nc, "enrollment"):          # finish the messages in hand, then close
+    log.info("enrollment closed")
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+
+from mixer.errors import MixerError
+
+__all__ = ["connect", "drain"]
+
+log = logging.getLogger("fluxrig.mixer")
+
+
+async def connect(url: str, who: str) -> Client:
+    """A connection named after `who` that reconnects for as long as the mixer runs."""
+    try:
+        return await nats.connect(url, name=f"fluxrig-mixer {who}", max_reconnect_attempts=-1)
+    except (OSError, TimeoutError, NatsError) as exc:
+        raise MixerError(f"{who} cannot connect to the NATS hub at {url}: {exc}") from exc
+
+
+async def drain(nc: Client | None, who: str) -> bool:
+    """Drain then close `nc`; False when there was nothing to close. Never raises for NATS."""
+    if nc is None or nc.is_closed:
+        return False
+    try:
+        await nc.drain()
+    except (NatsError, TimeoutError) as exc:
+        log.warning("%s: draining the NATS connection failed: %s", who, exc)
+    finally:
+        await nc.close()
+    return True
