@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -80,6 +82,24 @@ class Sighting:
     scenario: str | None
     passport: PassportState | None
     hello: bool
+
+
+def _check_csr(hello: Hello) -> None:
+    """A CSR must parse, verify, and name the rack (else the passport office could not use it)."""
+    if hello.csr is None:
+        return
+    try:
+        csr = x509.load_pem_x509_csr(hello.csr.encode())
+        valid = csr.is_signature_valid
+        names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    except ValueError as exc:
+        raise Refused(
+            "bad_request", f"field 'csr' is not a PEM certificate request: {exc}"
+        ) from None
+    if not valid:
+        raise Refused("bad_request", "field 'csr': its signature does not verify")
+    if names != [hello.name]:
+        raise Refused("bad_request", f"field 'csr' names {names}, not the rack {hello.name!r}")
 
 
 class RackObserver(Protocol):
@@ -209,6 +229,7 @@ class Enrollment(Service):
         except ProtocolError as exc:
             raise Refused("bad_request", str(exc)) from None
         self._check_token(hello)
+        _check_csr(hello)
         attributes = hello.attributes.model_dump(exclude_none=True)
         if hello.csr is not None:
             attributes["csr"] = hello.csr  # certified when the rack is adopted

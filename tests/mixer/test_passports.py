@@ -310,3 +310,31 @@ async def test_garbage_on_the_rack_subjects_is_refused_and_changes_nothing(
             result = await mixer.orchestrator.activate("v2:1.0.0")
             assert [(o.rack, o.state) for o in result.racks] == [("edge-1", "applied")]
             assert edge.agent.digest == v2
+
+
+async def test_a_hello_with_a_bad_csr_is_refused_naming_the_field(tmp_path: Path) -> None:
+    import json
+
+    import nats
+
+    from rack.link.protocol import HELLO_SUBJECT
+    from rack.model.passport import generate_rack_key_and_csr
+
+    _, other = generate_rack_key_and_csr("someone-else")
+    cases = {
+        "not a csr": "is not a PEM certificate request",
+        other.decode(): "names ['someone-else'], not the rack 'edge-1'",
+    }
+    async with Mixer(secure_settings(tmp_path / "m")) as mixer:
+        nc = await nats.connect(mixer.nats_url)
+        try:
+            for csr, expected in cases.items():
+                hello = {"name": "edge-1", "token": BOOTSTRAP, "csr": csr}
+                reply = await nc.request(HELLO_SUBJECT, json.dumps(hello).encode(), timeout=5)
+                error = json.loads(reply.data)["error"]
+                assert error["code"] == "bad_request"
+                assert "field 'csr'" in error["message"]
+                assert expected in error["message"]
+        finally:
+            await nc.close()
+        assert mixer.registry.list() == []  # nothing enrolled with a CSR it cannot certify
