@@ -51,14 +51,16 @@ from mixer.local_rack import LocalRack, rack_command
 from mixer.orchestrator import Orchestrator
 from mixer.passports import PassportOffice
 from mixer.pki import ClusterPki
-from mixer.registry import RackRecord, Registry
+from mixer.registry import RackRecord, RackStatus, Registry
 from mixer.settings import MixerSettings
+from mixer.snake import HubAccess
 from mixer.startup import StartupChoice, resolve_startup
 from mixer.store import CasStore
 from rack.gear.registry import GearRegistry
 from rack.lifecycle import Service
+from rack.link.protocol import KillSwitch, encode, kill_subject
 from rack.model.passport import key_fingerprint
-from rack.natsd import NatsServer, NatsServerConfig
+from rack.natsd import NatsServer
 
 __all__ = ["DATABASE_FILE", "Mixer"]
 
@@ -98,6 +100,7 @@ class Mixer(Service):
         self._orchestrator: Orchestrator | None = None
         self._watch: RackWatch | None = None  # rack status changes, for gRPC WatchRacks
         self._passports: PassportOffice | None = None
+        self._access: HubAccess | None = None  # the hub's users: who may use which subjects
         self.pki: ClusterPki | None = None  # the cluster CA and signing key, once started
         self._api_tls: ServerTls | None = None
 
@@ -105,7 +108,18 @@ class Mixer(Service):
 
     @property
     def nats_url(self) -> str:
+        """The hub with the mixer's own credentials (every subject): for its services."""
+        url = self._started(self._hub, "NATS hub").url
+        return self._started(self._access, "hub access").internal_url(url)
+
+    @property
+    def rack_url(self) -> str:
+        """The hub as racks see it: anonymous, enrollment hellos only until the Snake."""
         return self._started(self._hub, "NATS hub").url
+
+    @property
+    def access(self) -> HubAccess:
+        return self._started(self._access, "hub access")
 
     @property
     def hub(self) -> NatsServer:
@@ -208,6 +222,8 @@ class Mixer(Service):
             trusted=[cfg.mixer.local_rack] if cfg.mixer.local_rack else [],
             observers=[self.orchestrator, self.passports],
             on_status=self._watch.publish,
+            certify=self._certify,
+            revoked=self.passports.revoked_key,
         )
         await enrollment.start()
         stack.push_async_callback(enrollment.aclose)  # logs "enrollment closed" itself
@@ -282,9 +298,11 @@ class Mixer(Service):
         """The standard tier: a rack child process, enrolled over the hub and adopted at hello
         (its name is trusted by enrollment); it runs the active scenario."""
         state = self.settings.mixer.state_dir / "racks" / name
-        command = rack_command(sys.executable, self.nats_url, name, state)
+        command = rack_command(sys.executable, self.rack_url, name, state)
         token = self.settings.enrollment.token
-        env = {"FLUXRIG_BOOTSTRAP_TOKEN": token} if token is not None else {}
+        env = {"FLUXRIG_NATS_PORT": "0"}  # its own nats-server (the Snake) on any free port
+        if token is not None:
+            env["FLUXRIG_BOOTSTRAP_TOKEN"] = token
         local = LocalRack(command, name=name, env=env)
         await local.start()
         stack.push_async_callback(local.aclose)  # logs "local rack NAME stopped" itself
@@ -296,22 +314,49 @@ class Mixer(Service):
         if self._enrollment is not None:
             await self._enrollment.notify(record)
 
+    async def _certify(self, record: RackRecord) -> dict[str, object] | None:
+        """What the hello reply of an adopted rack carries to open the Snake: its certificate
+        (issued from its CSR), the CA and the hub's leaf port; its hub user exists first."""
+        hub, pki = self._hub, self.pki
+        if hub is None or hub.leafnode_port is None or pki is None:
+            return None
+        if record.status not in (RackStatus.ACTIVE, RackStatus.SUSPENDED):
+            return None
+        cert = await asyncio.to_thread(self.passports.certificate_for, record)
+        if cert is None:
+            return None
+        await self.access.refresh(hub)
+        return {
+            "certificate": cert.decode(),
+            "ca": pki.ca_pem.decode(),
+            "leafnode_port": hub.leafnode_port,
+        }
+
     async def _rack_changed(self, record: RackRecord) -> None:
-        """An operator changed a rack's status: tell it, and push it the active scenario."""
+        """An operator changed a rack's status: tell it, push it the active scenario, and
+        update who may use the hub (a retired rack is revoked: kill switch, certificates)."""
+        if record.status is RackStatus.RETIRED:
+            await self._revoke(record.name)
+        await self.access.refresh(self._hub)
         await self._announce(record)
         if self._orchestrator is not None:
             await self._orchestrator.reconcile(record)
 
+    async def _revoke(self, rack: str) -> None:
+        """Kill switch on `flux.ctrl.<rack>.kill`, then revoke its certificates (the refresh
+        that follows drops its hub users, which closes its Snake)."""
+        await self._publish(kill_subject(rack), encode(KillSwitch(reason="retired")))
+        count = await asyncio.to_thread(self.passports.revoke, rack)
+        log.warning("rack %r revoked: kill switch sent, %d certificate(s) revoked", rack, count)
+
     async def _start_hub(self, stack: AsyncExitStack) -> None:
         nats = self.settings.hub
-        config = NatsServerConfig(
-            host=nats.host,
-            port=nats.port,
+        assert self.pki is not None
+        self._access = access = HubAccess(
+            nats, self.pki, self.registry, self.passports.leaf_users,
             store_dir=self.settings.hub_store,
-            server_name="mixer",
-            jetstream=True,
-            leafnode_port=nats.leafnode_port if nats.leafnodes else None,
-        )
+        )  # fmt: skip
+        config = await access.initial()
         hub = NatsServer(config, start_timeout=nats.start_timeout)
         await hub.start()  # closes itself when it fails to start
         stack.push_async_callback(_aclosing, "NATS hub", hub.aclose)

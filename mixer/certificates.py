@@ -9,9 +9,11 @@ in are `mixer.pki`'s.
 
 The CA (10 years) has BasicConstraints `ca, path_length=0` and may only sign certificates and
 CRLs. Every certificate it issues is an end entity with `digitalSignature`, one extended key usage
-(serverAuth for the hub, 1 year; clientAuth for a rack, `fluxrig://rack/<name>` and the name as
-SANs), subject and authority key identifiers, a random serial, and a start backdated 5 minutes
-for clock skew. `hub_names` and `client_key` raise `PkiError` for a host or a CSR key they refuse.
+(serverAuth for the hub, 1 year; clientAuth for a rack, `fluxrig://rack/<name>` and
+`leaf_user(name, serial)` as SANs: the hub maps a Snake to the NATS user of that exact
+certificate, so removing the user revokes one certificate), subject and authority key
+identifiers, a random serial, and a start backdated 5 minutes for clock skew. `hub_names` and
+`client_key` raise `PkiError` for a host or a CSR key they refuse.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ IssuerKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519Priv
 CA_LIFETIME, HUB_LIFETIME = timedelta(days=3650), timedelta(days=365)
 BACKDATE = timedelta(minutes=5)
 RACK_URI = "fluxrig://rack/{}"
+
+
+def leaf_user(rack: str, serial: int) -> str:
+    """The DNS SAN of a rack's certificate, and the hub's NATS user its Snake maps to."""
+    return f"{serial:x}.{rack}.rack.fluxrig"
 
 
 def hub_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
@@ -83,10 +90,14 @@ def issue_client(
     lifetime: timedelta,
 ) -> x509.Certificate:
     """A rack's client certificate: CN `rack`, SANs `fluxrig://rack/<rack>` and `rack`."""
-    sans = [x509.UniformResourceIdentifier(RACK_URI.format(rack)), x509.DNSName(rack)]
+    serial = x509.random_serial_number()
+    sans = [
+        x509.UniformResourceIdentifier(RACK_URI.format(rack)),
+        x509.DNSName(leaf_user(rack, serial)),
+    ]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, rack)])
     eku = ExtendedKeyUsageOID.CLIENT_AUTH
-    return _issue(ca, subject, public_key, sans, eku, now, lifetime)
+    return _issue(ca, subject, public_key, sans, eku, now, lifetime, serial=serial)
 
 
 def _issue(
@@ -97,10 +108,12 @@ def _issue(
     eku: x509.ObjectIdentifier,
     now: datetime,
     lifetime: timedelta,
+    *,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """An end-entity certificate signed by the CA (random serial, backdated 5 minutes)."""
     ca_key, ca_cert = ca
-    builder = _builder(subject, ca_cert.subject, public_key, now, lifetime)
+    builder = _builder(subject, ca_cert.subject, public_key, now, lifetime, serial)
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
     for extension, critical in (
         (x509.BasicConstraints(ca=False, path_length=None), True),
@@ -173,6 +186,7 @@ def _builder(
     public_key: CertificatePublicKeyTypes,
     now: datetime,
     lifetime: timedelta,
+    serial: int | None = None,
 ) -> x509.CertificateBuilder:
     ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
     return (
@@ -180,7 +194,7 @@ def _builder(
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(public_key)
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + lifetime)
         .add_extension(ski, critical=False)

@@ -30,7 +30,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -127,6 +127,8 @@ class Enrollment(Service):
         trusted: Iterable[str] = (),
         observers: Sequence[RackObserver] = (),
         on_status: Callable[[RackRecord], None] | None = None,
+        certify: Callable[[RackRecord], Awaitable[dict[str, Any] | None]] | None = None,
+        revoked: Callable[[str], bool] | None = None,
     ) -> None:
         self.url = url
         self.registry = registry
@@ -134,6 +136,8 @@ class Enrollment(Service):
         self.trusted = frozenset(trusted)  # names adopted at hello (the mixer's own local rack)
         self.observers = tuple(observers)
         self.on_status = on_status  # every status announced (and new racks): the gRPC watch
+        self.certify = certify  # what an adopted rack's hello reply carries for its Snake
+        self.revoked = revoked  # the revocation list: was this CSR's key revoked?
         self._nc: Client | None = None
         self._quiet: dict[str, float] = {}
 
@@ -204,11 +208,13 @@ class Enrollment(Service):
         except Refused as exc:
             await self._respond(msg, {"error": {"code": exc.code, "message": exc.message}})
             return
+        snake = await self._snake(record)
         reply = HelloReply(
             status=record.status.value,
             machine_id=record.machine_id,
             entity_id=record.entity_id,
             heartbeat_interval=self.settings.heartbeat_interval,
+            **snake,
         )
         await self._respond(msg, reply.model_dump())
         if before is None:
@@ -223,6 +229,15 @@ class Enrollment(Service):
             await self.notify(record)
         await self._observe(record, Sighting(hello.scenario, hello.passport, hello=True))
 
+    async def _snake(self, record: RackRecord) -> dict[str, Any]:
+        if self.certify is None:
+            return {}
+        try:
+            return await self.certify(record) or {}
+        except Exception as exc:  # no certificate this time: the rack asks again
+            log.error("no certificate for rack %r: %s", record.name, exc)
+            return {}
+
     async def _hello(self, data: bytes) -> tuple[Hello, RackStatus | None, RackRecord]:
         try:
             hello = decode(Hello, data, "hello")
@@ -230,6 +245,14 @@ class Enrollment(Service):
             raise Refused("bad_request", str(exc)) from None
         self._check_token(hello)
         _check_csr(hello)
+        revoked = self.revoked
+        if hello.csr and revoked is not None and await asyncio.to_thread(revoked, hello.csr):
+            log.warning("hello of rack %r refused: its key was revoked", hello.name)
+            raise Refused(
+                "revoked",
+                f"the key of rack {hello.name!r} was revoked by the mixer; it cannot enroll "
+                "again with it (delete rack.key and enroll under a new name)",
+            )
         attributes = hello.attributes.model_dump(exclude_none=True)
         if hello.csr is not None:
             attributes["csr"] = hello.csr  # certified when the rack is adopted

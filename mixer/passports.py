@@ -16,9 +16,12 @@ with less than half of `[enrollment] passport_ttl` left. At most one per rack ev
 active get none: a pending rack has no identity to prove yet.
 
 Certificates: issued by the cluster CA from the rack's CSR (CN = its name), valid
-`CERT_DAYS` days, kept in the `certificates` table (serial, rack, key, validity) and reused
-until `CERT_RENEW_DAYS` before they expire or the rack presents another key. The table is where
-revocation will live.
+`CERT_DAYS` days, kept in the `certificates` table (serial, rack, key, validity, revocation) and
+reused until `CERT_RENEW_DAYS` before they expire or the rack presents another key. They are
+also handed out in the hello reply of an adopted rack (`certificate_for`), so it can open the
+Snake before it has a passport. `revoke(rack)` revokes every certificate of a rack: their keys
+form the revocation list enrollment checks (`revoked_key`), and the hub drops their NATS users
+(`leaf_users` lists only the valid ones).
 
 Blocking work (DuckDB, signing, pre-flight) runs in a thread.
 """
@@ -37,6 +40,7 @@ import duckdb
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from mixer.certificates import leaf_user
 from mixer.enrollment import Sighting
 from mixer.errors import MixerError, PkiError
 from mixer.migrations import Migration, apply_migrations
@@ -130,6 +134,53 @@ class PassportOffice:
             return True
         return held.expires_at - time.time() < self.settings.passport_ttl / 2
 
+    # -- certificates (blocking) --------------------------------------------------------------
+
+    def certificate_for(self, record: RackRecord) -> bytes | None:
+        """The rack's valid certificate (PEM), issued from its CSR when needed."""
+        return self._certificate(record)
+
+    def leaf_users(self, now: datetime | None = None) -> dict[str, list[str]]:
+        """rack → the hub users of its valid (unexpired, unrevoked) certificates."""
+        moment = _naive(now or datetime.now(UTC))
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rack, serial FROM certificates WHERE revoked_at IS NULL AND not_after > ? "
+                "ORDER BY rack, issued_at",
+                [moment],
+            ).fetchall()
+        users: dict[str, list[str]] = {}
+        for rack, serial in rows:
+            users.setdefault(str(rack), []).append(leaf_user(str(rack), int(str(serial), 16)))
+        return users
+
+    def revoke(self, rack: str) -> int:
+        """Revoke every valid certificate of `rack`; returns how many."""
+        with self._lock:
+            rows = self._conn.execute(
+                "UPDATE certificates SET revoked_at = ? WHERE rack = ? AND revoked_at IS NULL "
+                "RETURNING serial",
+                [_naive(datetime.now(UTC)), rack],
+            ).fetchall()
+        for (serial,) in rows:
+            log.warning("certificate %s of rack %r revoked", serial, rack)
+        return len(rows)
+
+    def revoked_key(self, csr_pem: str) -> bool:
+        """Whether the key of this CSR had a certificate that was revoked (the revocation
+        list enrollment checks)."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem.encode())
+        except ValueError:
+            return False  # enrollment refuses the CSR itself
+        key = _key_id(csr.public_key().public_bytes(*_SPKI))
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(*) FROM certificates WHERE public_key = ? AND revoked_at IS NOT NULL",
+                [key],
+            ).fetchone()
+        return bool(row and row[0])
+
     # -- building (blocking) ------------------------------------------------------------------
 
     def passport_for(self, record: RackRecord, digest: str | None) -> bytes:
@@ -174,6 +225,8 @@ class PassportOffice:
         except ValueError as exc:
             raise PkiError(f"the CSR of rack {record.name!r} is not valid PEM: {exc}") from exc
         key = _key_id(csr.public_key().public_bytes(*_SPKI))
+        if self.revoked_key(csr_pem):
+            raise PkiError(f"the key of rack {record.name!r} was revoked: no certificate for it")
         reusable = self._reusable(record.name, key)
         if reusable is not None:
             return reusable

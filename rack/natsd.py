@@ -28,14 +28,25 @@ import sys
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from rack.errors import NatsServerError
+from rack.files import write_atomic
 from rack.lifecycle import Service
 from rack.model.fluxmsg import MAX_BYTES
 
-__all__ = ["NatsServer", "NatsServerConfig", "find_nats_server", "render_config"]
+__all__ = [
+    "LeafRemote",
+    "NatsServer",
+    "NatsServerConfig",
+    "NatsUser",
+    "Permissions",
+    "TlsFiles",
+    "find_nats_server",
+    "render_config",
+]
 
 log = logging.getLogger("fluxrig.natsd")
 
@@ -47,6 +58,12 @@ _LISTEN = re.compile(r"Listening for (client|leafnode) connections on (\S+)")
 _HTTP = re.compile(r"Starting http monitor on (\S+)")
 _PREFIX = re.compile(r"^\[\d+\] \S+ \S+ (?=\[[A-Z]{3}\] )")
 _NAME = re.compile(r"^[^\s.*>]+$")
+_LEAF_UP = "Leafnode connection created"
+_LEAF_DOWN = "Leafnode connection closed"
+_LEAF_NOISE = re.compile(r"(?i)leafnode")
+_DIGITS = re.compile(r"\d+")
+_RELOADED = "Reloaded server configuration"
+_RELOAD_FAILED = "Failed to reload server configuration"
 
 
 def find_nats_server() -> Path:
@@ -67,6 +84,49 @@ def find_nats_server() -> Path:
     )
 
 
+class TlsFiles(BaseModel):
+    """PEM files of one TLS block; `verify_and_map` (listeners) requires a client certificate
+    from `ca` and maps it to the user named by its SAN DNS name (or subject)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cert: Path
+    key: Path
+    ca: Path
+    verify_and_map: bool = False
+    timeout: float = Field(3.0, gt=0)
+
+
+class Permissions(BaseModel):
+    """Allow lists; an empty list allows nothing (rendered as `deny: [">"]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+
+
+class NatsUser(BaseModel):
+    """A user of the server's global account. `connection_types` restricts how it may connect
+    (e.g. `("LEAFNODE",)`: a certificate-mapped leaf can never be impersonated by a client)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: str = Field(min_length=1)
+    password: SecretStr | None = None
+    permissions: Permissions | None = None
+    connection_types: tuple[str, ...] = ()
+
+
+class LeafRemote(BaseModel):
+    """A hub this server connects to as a leaf node (outbound), optionally over (m)TLS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    tls: TlsFiles | None = None
+
+
 class NatsServerConfig(BaseModel):
     """What the supervised nats-server listens on and stores; port 0 means "pick a free one"."""
 
@@ -83,8 +143,25 @@ class NatsServerConfig(BaseModel):
     max_file_store: int | None = Field(None, gt=0)
     leafnode_host: str | None = None
     leafnode_port: int | None = Field(None, ge=0, le=65535)
-    leaf_remotes: list[str] = []
+    leafnode_tls: TlsFiles | None = None
+    leaf_remotes: list[LeafRemote] = []
+    leaf_reconnect: float = Field(1.0, gt=0, description="Seconds between leaf reconnect tries.")
+    users: list[NatsUser] = []
+    no_auth_user: str | None = None
     http_port: int | None = Field(None, ge=0, le=65535)
+
+    @field_validator("leaf_remotes", mode="before")
+    @classmethod
+    def _remote_urls(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"url": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _known_default_user(self) -> NatsServerConfig:
+        if self.no_auth_user is not None and self.no_auth_user not in {u.user for u in self.users}:
+            raise ValueError(f"no_auth_user {self.no_auth_user!r} is not one of `users`")
+        return self
 
     @field_validator("server_name", "domain")
     @classmethod
@@ -138,17 +215,69 @@ def render_config(cfg: NatsServerConfig) -> str:
         if cfg.max_file_store is not None:
             lines.append(f"  max_file_store: {cfg.max_file_store}")
         lines.append("}")
+    if cfg.users:
+        lines.extend(_render_users(cfg))
     if cfg.leafnode_port is not None or cfg.leaf_remotes:
         lines.append("leafnodes {")
+        lines.append(f"  reconnect: {_seconds(cfg.leaf_reconnect)}")
         if cfg.leafnode_port is not None:
             lines.append(f"  host: {quote(cfg.leafnode_host or cfg.host)}")
             lines.append(f"  port: {_port(cfg.leafnode_port)}")
+            if cfg.leafnode_tls is not None:
+                lines.append(f"  {_render_tls(cfg.leafnode_tls)}")
         if cfg.leaf_remotes:
             lines.append("  remotes = [")
-            lines.extend(f"    {{ url: {quote(url)} }}" for url in cfg.leaf_remotes)
+            for remote in cfg.leaf_remotes:
+                tls = f", {_render_tls(remote.tls)}" if remote.tls is not None else ""
+                lines.append(f"    {{ url: {quote(remote.url)}{tls} }}")
             lines.append("  ]")
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float) -> str:
+    return quote(f"{int(value * 1000)}ms")
+
+
+def _render_tls(tls: TlsFiles) -> str:
+    parts = [
+        f"cert_file: {quote(str(tls.cert.absolute()))}",
+        f"key_file: {quote(str(tls.key.absolute()))}",
+        f"ca_file: {quote(str(tls.ca.absolute()))}",
+        f"timeout: {tls.timeout:g}",
+    ]
+    if tls.verify_and_map:
+        parts.append("verify_and_map: true")
+    return "tls { " + ", ".join(parts) + " }"
+
+
+def _allow(subjects: tuple[str, ...]) -> str:
+    if not subjects:
+        return '{ deny: [">"] }'
+    return "{ allow: [" + ", ".join(quote(s) for s in subjects) + "] }"
+
+
+def _render_users(cfg: NatsServerConfig) -> list[str]:
+    lines = ["authorization {", "  users = ["]
+    for user in cfg.users:
+        parts = [f"user: {quote(user.user)}"]
+        if user.password is not None:
+            parts.append(f"password: {quote(user.password.get_secret_value())}")
+        if user.connection_types:
+            types = ", ".join(quote(t) for t in user.connection_types)
+            parts.append(f"allowed_connection_types: [{types}]")
+        if user.permissions is not None:
+            perms = user.permissions
+            parts.append(
+                f"permissions: {{ publish: {_allow(perms.publish)}, "
+                f"subscribe: {_allow(perms.subscribe)} }}"
+            )
+        lines.append("    { " + ", ".join(parts) + " }")
+    lines.append("  ]")
+    lines.append("}")
+    if cfg.no_auth_user is not None:
+        lines.append(f"no_auth_user: {quote(cfg.no_auth_user)}")
+    return lines
 
 
 def _split_hostport(text: str) -> tuple[str, int]:
@@ -206,6 +335,10 @@ class NatsServer(Service):
         self._ready = False
         self._stopping = False
         self._ports: dict[str, tuple[str, int]] = {}
+        self._reloads: list[asyncio.Future[str | None]] = []
+        self.leaf_connections = 0  # leaf-node connections up (either direction)
+        self._leaf_changed = asyncio.Event()
+        self._leaf_said = ""
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -224,6 +357,16 @@ class NatsServer(Service):
     @property
     def leafnode_port(self) -> int | None:
         return self._ports["leafnode"][1] if "leafnode" in self._ports else None
+
+    @property
+    def leaf_connected(self) -> bool:
+        return self.leaf_connections > 0
+
+    async def wait_leaf(self, connected: bool) -> None:
+        """Wait until some leaf connection is up (`connected`) or none is."""
+        while self.leaf_connected is not connected:
+            changed = self._leaf_changed
+            await changed.wait()
 
     @property
     def http_port(self) -> int | None:
@@ -273,6 +416,31 @@ class NatsServer(Service):
             await self.aclose()
             raise
         log.info("nats-server pid %d ready on %s", self._proc.pid, self.url)
+
+    async def reload(self, config: NatsServerConfig) -> None:
+        """Apply `config` without a restart (users, permissions, limits: what nats-server can
+        reload): rewrite the file, SIGHUP, and wait for the server to say it reloaded. Raises
+        `NatsServerError` naming the reason when it refused the new config (the old one stays)."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            raise NatsServerError("nats-server is not running: nothing to reload")
+        self.config = config
+        await asyncio.to_thread(self._write_config)
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._reloads.append(done)
+        proc.send_signal(signal.SIGHUP)
+        try:
+            async with asyncio.timeout(self._start_timeout):
+                failure = await done
+        except TimeoutError:
+            raise NatsServerError(
+                f"nats-server did not confirm the reload within {self._start_timeout:g}s"
+            ) from None
+        finally:
+            if done in self._reloads:
+                self._reloads.remove(done)
+        if failure is not None:
+            raise NatsServerError(f"nats-server refused the new configuration: {failure}")
 
     async def restart(self) -> None:
         """Stop (if running) and start again on the same config and store."""
@@ -327,7 +495,8 @@ class NatsServer(Service):
         try:
             store.mkdir(parents=True, exist_ok=True)
             conf = store / "nats-server.conf"
-            conf.write_text(render_config(self.config), encoding="utf-8")
+            # 0600: the file may hold the passwords of the server's users
+            write_atomic(conf, render_config(self.config).encode(), mode=0o600)
         except OSError as exc:
             raise NatsServerError(
                 f"cannot prepare nats-server store dir {store}: {exc.strerror or exc}; "
@@ -335,7 +504,16 @@ class NatsServer(Service):
             ) from exc
         return conf
 
+    def _leaf_level(self, line: str, level: int) -> int:
+        """A leaf that cannot connect says so every second: log each distinct error once."""
+        said = _DIGITS.sub("N", _strip(line).split(" - ")[-1])
+        if said == self._leaf_said:
+            return logging.DEBUG
+        self._leaf_said = said
+        return level
+
     def _reset(self) -> None:
+        self.leaf_connections = 0
         self._lines.clear()
         self._fatal.clear()
         self._ports.clear()
@@ -376,6 +554,10 @@ class NatsServer(Service):
     def _on_line(self, line: str) -> None:
         self._lines.append(line)
         level = next((lvl for tag, lvl in _LEVELS.items() if tag in line), logging.DEBUG)
+        if "Plaintext passwords" in line:  # ours: generated, in a 0600 file
+            level = logging.DEBUG
+        elif level >= logging.WARNING and _LEAF_NOISE.search(line):
+            level = self._leaf_level(line, level)
         if level >= logging.ERROR:
             self._fatal.append(line)
             del self._fatal[:-50]
@@ -384,6 +566,18 @@ class NatsServer(Service):
             self._ports[match[1]] = _split_hostport(match[2])
         elif match := _HTTP.search(line):
             self._ports["http"] = _split_hostport(match[1])
+        elif _LEAF_UP in line or _LEAF_DOWN in line:
+            up = _LEAF_UP in line
+            self.leaf_connections = max(0, self.leaf_connections + (1 if up else -1))
+            self._leaf_said = ""  # the next leaf error is news again
+            changed, self._leaf_changed = self._leaf_changed, asyncio.Event()
+            changed.set()
+        elif _RELOADED in line or _RELOAD_FAILED in line:
+            failure = None if _RELOADED in line else _strip(line).split(": ", 1)[-1]
+            for waiter in self._reloads:
+                if not waiter.done():
+                    waiter.set_result(failure)
+            self._reloads.clear()
         elif "Server is ready" in line and "client" in self._ports:
             self._ready = True
             self._settled.set()

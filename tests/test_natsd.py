@@ -75,6 +75,7 @@ def test_render_config_full() -> None:
           max_file_store: 2048
         }
         leafnodes {
+          reconnect: "1000ms"
           host: "0.0.0.0"
           port: 7422
           remotes = [

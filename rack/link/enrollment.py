@@ -20,8 +20,14 @@ answers the hello, and when the mixer refuses it (name conflict, retired name: a
 act, so it retries slowly and says so). Each state change is logged once; repeats go to DEBUG.
 After the connection drops it reconnects and says hello again (the mixer may have restarted).
 
-Not yet: the link is plain NATS to the hub's client port, without mTLS; the Snake (leaf node
-with a mixer-issued certificate) replaces it, and the passport lets a rack restart without it.
+With a `snake` (`rack.link.snake.Snake`, what `fluxrig run --mixer-url` uses), the link has two
+modes. Without a certificate it talks to the hub's client port as the anonymous enrollment user,
+which may only say hello: it says hello every heartbeat interval (the reply tells its status)
+until the reply of an adopted rack carries its certificate; then it opens the Snake and, from
+then on, connects to the rack's own nats-server, whose leaf connection reaches the hub over mTLS,
+with replies on `_INBOX.<name>.>`. When the leaf connection drops, the session ends ("lost the
+connection to the mixer") and a new one starts (hello first) once the leaf is back. Without a
+snake (tests, tools) the link uses `url` directly for everything.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
 from rack import __version__
-from rack.errors import PassportError
+from rack.errors import NatsServerError, PassportError
 from rack.lifecycle import Service
 from rack.link.identity import RackIdentity, state_of
 from rack.link.protocol import (
@@ -55,6 +61,7 @@ from rack.link.protocol import (
     Hello,
     HelloAttributes,
     HelloReply,
+    KillSwitch,
     ProtocolError,
     ScenarioAck,
     ScenarioPush,
@@ -64,10 +71,13 @@ from rack.link.protocol import (
     encode,
     error_of,
     heartbeat_subject,
+    inbox_prefix,
+    kill_subject,
     passport_subject,
     scenario_subject,
     status_subject,
 )
+from rack.link.snake import Snake, leaf_url
 from rack.link.stats import ProcessSampler
 from rack.model.passport import Passport
 
@@ -120,6 +130,7 @@ class MixerLink(Service):
         running: Callable[[], str | None] | None = None,
         token: str | None = None,
         identity: RackIdentity | None = None,
+        snake: Snake | None = None,
         request_timeout: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -149,6 +160,9 @@ class MixerLink(Service):
         self.push: ScenarioPush | None = None
         self.pushes = 0
         self.identity = identity
+        self.snake = snake
+        self.reply: HelloReply | None = None  # the last accepted hello reply
+        self.killed = False  # the kill switch fired
         self.passport: Passport | None = None  # the newest valid one (set it at boot too)
         self.passports = 0  # passports received and kept
         self._running = running
@@ -193,17 +207,34 @@ class MixerLink(Service):
 
     # -- the loop ---------------------------------------------------------------------------------
 
+    @property
+    def via_snake(self) -> bool:
+        """Whether the link goes through the rack's Snake (else: the hub's client port)."""
+        return self.snake is not None and self.snake.is_open
+
+    def _target(self) -> str:
+        return self.snake.url if self.snake is not None and self.snake.is_open else self.url
+
     async def _run(self) -> None:
         while True:
+            if self.snake is not None and self.snake.is_open and not self.snake.hub_up:
+                self._set_state(
+                    LinkState.UNREACHABLE,
+                    f"the Snake to the hub at {self.snake.hub_url} is down; nats-server retries "
+                    "it, the rack runs on",
+                    logging.WARNING,
+                )
+                await self.snake.wait_hub(True)
             nc, closed = await self._connect()
             try:
-                await self._session(nc, closed)
+                if await self._session(nc, closed):
+                    continue  # the Snake just opened: straight through it
             finally:
                 with contextlib.suppress(Exception):
                     await nc.close()
             self._set_state(
                 LinkState.CONNECTING,
-                f"lost the connection to the mixer at {self.url}; reconnecting",
+                f"lost the connection to the mixer at {self._where()}; reconnecting",
                 logging.WARNING,
             )
             await asyncio.sleep(self._backoff.next())  # a retry delay, not synchronisation
@@ -220,7 +251,7 @@ class MixerLink(Service):
                 delay = self._backoff.next()
                 self._set_state(
                     LinkState.UNREACHABLE,
-                    f"cannot reach the mixer's NATS at {self.url} ({cause}); retrying with "
+                    f"cannot reach the mixer's NATS at {self._target()} ({cause}); retrying with "
                     f"back-off up to {self._backoff.maximum:g}s",
                     logging.WARNING,
                 )
@@ -236,8 +267,9 @@ class MixerLink(Service):
             closed.set()
 
         return await nats.connect(
-            self.url,
+            self._target(),
             name=f"fluxrig-rack {self.name}",
+            inbox_prefix=inbox_prefix(self.name) if self.via_snake else "_INBOX",
             connect_timeout=self._request_timeout,
             allow_reconnect=False,  # _connect reconnects, with back-off and a new hello
             max_reconnect_attempts=1,
@@ -247,7 +279,53 @@ class MixerLink(Service):
             disconnected_cb=on_closed,
         )
 
-    async def _session(self, nc: Client, closed: asyncio.Event) -> None:
+    def _where(self) -> str:
+        return f"{self.snake.hub_url} (Snake)" if self.via_snake and self.snake else self.url
+
+    async def _session(self, nc: Client, closed: asyncio.Event) -> bool:
+        """One connection's life; True when it ends because the Snake just opened."""
+        if self.snake is not None and not self.snake.is_open:
+            return await self._enroll_anonymously(nc, closed)
+        async with asyncio.TaskGroup() as tg:
+            watch = tg.create_task(self._watch_snake(closed)) if self.via_snake else None
+            try:
+                await self._full_session(nc, closed)
+            finally:
+                if watch is not None:
+                    watch.cancel()
+        return False
+
+    async def _watch_snake(self, closed: asyncio.Event) -> None:
+        assert self.snake is not None
+        await self.snake.wait_hub(False)
+        closed.set()  # the hub is away: this session is over
+
+    async def _enroll_anonymously(self, nc: Client, closed: asyncio.Event) -> bool:
+        """No certificate yet: hello (all the anonymous user may do) every heartbeat interval
+        until the reply carries the certificate; then open the Snake."""
+        self._nc = nc
+        try:
+            while await self._enroll(nc, closed):
+                reply, snake = self.reply, self.snake
+                assert reply is not None
+                assert snake is not None
+                if reply.certificate and reply.ca and reply.leafnode_port:
+                    try:
+                        await snake.open(
+                            leaf_url(self.url, reply.leafnode_port), reply.certificate, reply.ca
+                        )
+                    except (PassportError, NatsServerError) as exc:
+                        log.error("cannot open the Snake: %s", exc)
+                    else:
+                        return True
+                if await _closed_within(closed, reply.heartbeat_interval):
+                    break
+        finally:
+            self._nc = None
+        return False
+
+    async def _full_session(self, nc: Client, closed: asyncio.Event) -> None:
+        await nc.subscribe(kill_subject(self.name), cb=self._on_kill)
         await nc.subscribe(status_subject(self.name), cb=self._on_status)
         await nc.subscribe(
             scenario_subject(self.name), cb=self._on_scenario, pending_bytes_limit=16 * 1024**2
@@ -319,6 +397,8 @@ class MixerLink(Service):
             self._no_mixer(f"unusable reply: {exc}")
             return False
         self.error = None
+        news = self.state is not LinkState.ENROLLED or self.status != reply.status
+        self.reply = reply
         self.machine_id, self.entity_id = reply.machine_id, reply.entity_id
         self.heartbeat_interval, self.status = reply.heartbeat_interval, reply.status
         self._backoff.reset()
@@ -327,7 +407,7 @@ class MixerLink(Service):
             f"enrolled with the mixer as '{self.name}' (machine id {reply.machine_id}, "
             f"status {reply.status})",
             logging.INFO,
-            force=True,
+            force=news,
         )
         return True
 
@@ -368,6 +448,25 @@ class MixerLink(Service):
         self.status_updates += 1
         self._touch()
 
+    async def _on_kill(self, msg: Msg) -> None:
+        """The kill switch: the mixer revoked this rack. Stop every gear (status `retired`),
+        forget the passport (a restart must not run it again) and close the Snake."""
+        try:
+            reason = decode(KillSwitch, msg.data, "kill switch").reason
+        except ProtocolError as exc:
+            reason = f"revoked (unreadable detail: {exc})"
+        log.critical("kill switch from the mixer (%s): stopping every gear, dropping the "
+                     "passport and the certificate", reason)  # fmt: skip
+        self.status, self.passport, self.killed = "retired", None, True
+        self._touch()
+        if self.identity is not None:
+            await asyncio.to_thread(self.identity.forget)
+        if self.snake is not None:
+            try:
+                await self.snake.close_hub()
+            except NatsServerError as exc:
+                log.error("cannot close the Snake: %s", exc)
+
     async def _on_scenario(self, msg: Msg) -> None:
         try:
             push = decode(ScenarioPush, msg.data, "scenario push", limit=MAX_SCENARIO_PAYLOAD)
@@ -391,6 +490,8 @@ class MixerLink(Service):
         except (PassportError, OSError) as exc:
             log.error("refused a passport from the mixer: %s", exc)
             return
+        if self.snake is not None and passport.cert is not None:
+            await self.snake.renewed(passport.cert)
         self.passport = passport
         self.passports += 1
         log.info(

@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -93,6 +95,56 @@ class RackIdentity:
         if passport.ca is not None:
             write_atomic(self.directory / CA, passport.ca, mode=0o644)
         return passport
+
+    @property
+    def certified(self) -> bool:
+        """Whether the rack holds a client certificate and the CA (it can open the Snake)."""
+        return (self.directory / CERT).is_file() and (self.directory / CA).is_file()
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / CERT
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / CA
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / KEY
+
+    def store_certificate(self, cert_pem: str, ca_pem: str) -> bool:
+        """Keep the certificate of a hello reply (for this rack's key, issued by `ca_pem`; a CA
+        other than the one already held is refused). Returns whether anything changed."""
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem.encode())
+            ca = x509.load_pem_x509_certificate(ca_pem.encode())
+        except ValueError as exc:
+            raise PassportError(f"the mixer sent a certificate that does not parse: {exc}") from exc
+        if cert.public_key() != self.key.public_key():
+            raise PassportError("the mixer sent a certificate for another key than rack.key")
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise PassportError("the mixer's certificate is not issued by its CA") from exc
+        held = self.directory / CA
+        if held.exists() and held.read_bytes().strip() != ca_pem.encode().strip():
+            raise PassportError(
+                f"the mixer sent another cluster CA than {held}; delete the rack's state dir "
+                "to enroll with another mixer"
+            )
+        if (self.directory / CERT).exists() and (
+            self.directory / CERT
+        ).read_bytes() == cert_pem.encode():
+            return False
+        write_atomic(self.directory / CA, ca_pem.encode(), mode=0o644)
+        write_atomic(self.directory / CERT, cert_pem.encode(), mode=0o644)
+        return True
+
+    def forget(self) -> None:
+        """The kill switch: drop the passport and the certificate (the key and pin stay)."""
+        for name in (PASSPORT, CERT):
+            (self.directory / name).unlink(missing_ok=True)
 
     def _verified(self, data: bytes, now: float) -> Passport:
         passport = Passport.verify(data, pinned_key=self.pinned, now=now)

@@ -11,6 +11,13 @@ format has one definition. Every message is a UTF-8 JSON object of at most `MAX_
     rack → mixer  publish  fluxrig.event.applied.<name>     ScenarioAck (after every push)
     mixer → rack  publish  fluxrig.rack.<name>.passport     a signed passport (CBOR bytes,
                                                             rack.model.passport; active racks)
+    mixer → rack  publish  flux.ctrl.<name>.kill            KillSwitch (the rack was revoked)
+
+Two paths (docs/security.md): a rack without a certificate talks to the hub's client port as the
+anonymous enrollment user, which may only publish hellos (and read `_INBOX.*.*` replies): it
+polls with hellos until the reply carries its `certificate` (active racks). From then on its
+embedded nats-server is a leaf node of the hub over mTLS (the Snake) and the rack uses every
+subject above through it, with its requests' replies on `_INBOX.<name>.>` (`inbox_prefix`).
 
 `Hello` and `Heartbeat` carry `scenario`: the CAS digest of the scenario the rack runs (None
 when it runs none), so the mixer re-pushes whenever a rack is not on the scenario it should run
@@ -44,6 +51,7 @@ __all__ = [
     "Hello",
     "HelloAttributes",
     "HelloReply",
+    "KillSwitch",
     "PassportState",
     "ProtocolError",
     "ScenarioAck",
@@ -54,6 +62,8 @@ __all__ = [
     "encode",
     "error_of",
     "heartbeat_subject",
+    "inbox_prefix",
+    "kill_subject",
     "passport_subject",
     "scenario_subject",
     "status_subject",
@@ -67,8 +77,25 @@ MAX_PAYLOAD = 64 * 1024
 MAX_SCENARIO_PAYLOAD = 1024 * 1024 + MAX_PAYLOAD  # a scenario document (≤ 1 MiB) + envelope
 
 ErrorCode = Literal[
-    "bad_request", "unauthorized", "bad_name", "name_conflict", "retired", "exhausted", "internal"
+    "bad_request",
+    "unauthorized",
+    "bad_name",
+    "name_conflict",
+    "retired",
+    "revoked",
+    "exhausted",
+    "internal",
 ]
+
+
+def inbox_prefix(rack: str) -> str:
+    """The prefix of a rack's reply subjects: the hub lets rack `rack` read only these."""
+    return f"_INBOX.{rack}"
+
+
+def kill_subject(rack: str) -> str:
+    """The kill switch: the mixer revoked this rack."""
+    return f"flux.ctrl.{rack}.kill"
 
 
 def heartbeat_subject(rack: str) -> str:
@@ -140,10 +167,22 @@ class Hello(_Message):
 
 
 class HelloReply(_Message):
+    """`certificate` (PEM, for the rack's key), `ca` (the cluster CA, PEM) and `leafnode_port`
+    (the hub's Snake port) come when the rack may open the Snake: it is adopted."""
+
     status: str
     machine_id: int = Field(ge=1, le=65535)
     entity_id: int
     heartbeat_interval: float = Field(gt=0)
+    certificate: str | None = Field(default=None, max_length=16 * 1024)
+    ca: str | None = Field(default=None, max_length=16 * 1024)
+    leafnode_port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class KillSwitch(_Message):
+    """The mixer revoked the rack: stop every gear, forget the passport and certificate."""
+
+    reason: str = Field(default="revoked", max_length=1024)
 
 
 class ErrorBody(_Message):

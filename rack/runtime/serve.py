@@ -23,6 +23,7 @@ from rack.gear.registry import GearRegistry
 from rack.link import MixerLink
 from rack.link.agent import ScenarioAgent
 from rack.link.identity import RackIdentity
+from rack.link.snake import Snake
 from rack.model.passport import Passport
 from rack.model.scenario import Blueprint
 from rack.preflight import preflight_file
@@ -143,7 +144,8 @@ async def _serve_managed(
     identity = await asyncio.to_thread(RackIdentity.load, settings.state_dir, name)
     passport = await _boot_passport(identity)
     agent: ScenarioAgent | None = None
-    async with Rack(settings, name=name) as rack:
+    snake = Snake(settings, identity)  # the local nats-server first: wires and link use it
+    async with snake, Rack(_on_snake(settings, snake), name=name) as rack:
         token = settings.bootstrap_token
         link = MixerLink(
             settings.mixer_url,
@@ -152,6 +154,7 @@ async def _serve_managed(
             running=lambda: agent.digest if agent is not None else None,
             token=token.get_secret_value() if token is not None else None,
             identity=identity,
+            snake=snake,
         )
         link.passport = passport
         agent = ScenarioAgent(rack, link, registry, start_timeout=settings.start_timeout)
@@ -174,6 +177,13 @@ async def _serve_managed(
             clean = await _drain(rack, settings)
     log.info("rack stopped%s", "" if clean else " (grace period expired)")
     return 0 if clean else 1
+
+
+def _on_snake(settings: RackSettings, snake: Snake) -> RackSettings:
+    """The rack's standard wires use the Snake's nats-server (unless `nats_url` says another)."""
+    if settings.nats_url:
+        return settings
+    return settings.model_copy(update={"nats_url": snake.url})
 
 
 async def _boot_passport(identity: RackIdentity) -> Passport | None:

@@ -225,13 +225,13 @@ def _free_port() -> int:
 async def test_killing_the_mixer_fails_no_request_and_the_rack_comes_back_active(
     tmp_path: Path,
 ) -> None:
-    hub_port, echo_port = _free_port(), _free_port()
+    hub_port, leaf_port, echo_port = _free_port(), _free_port(), _free_port()
     env = {
         **os.environ,
         "FLUXRIG_API_TOKEN": API_TOKEN,
         "FLUXRIG_BOOTSTRAP_TOKEN": BOOTSTRAP,
         "FLUXRIG_ENROLLMENT_HEARTBEAT_INTERVAL": "0.2",
-        "FLUXRIG_HUB_LEAFNODES": "false",
+        "FLUXRIG_HUB_LEAFNODE_PORT": str(leaf_port),  # the Snake: the rack is a leaf node
     }
     path = tmp_path / "echo.yaml"
     path.write_text(scenario("echo", f"gw@@127.0.0.1:{echo_port}", racks=("edge-1",)))
@@ -242,7 +242,8 @@ async def test_killing_the_mixer_fails_no_request_and_the_rack_comes_back_active
     rack = RackProcess(
         None, "--state-dir", str(tmp_path / "edge-1"), "--mixer-url",
         f"nats://127.0.0.1:{hub_port}",
-        env={"FLUXRIG_NAME": "edge-1", "FLUXRIG_BOOTSTRAP_TOKEN": BOOTSTRAP},
+        env={"FLUXRIG_NAME": "edge-1", "FLUXRIG_BOOTSTRAP_TOKEN": BOOTSTRAP,
+             "FLUXRIG_NATS_PORT": "0"},
     )  # fmt: skip
     traffic = EchoTraffic(echo_port)
     try:
@@ -270,6 +271,7 @@ async def test_killing_the_mixer_fails_no_request_and_the_rack_comes_back_active
         assert traffic.failed == 0
         assert "scenario 'echo' applied" in rack.log()
         assert rack.log().count("listening on 127.0.0.1") == 1  # never restarted its gear
+        assert "Snake opened: leaf node of the hub at tls://127.0.0.1:" in rack.log()
     finally:
         await rack.close()
 

@@ -215,7 +215,8 @@ def test_issue_client_certificate_from_a_rack_csr(pki: ClusterPki) -> None:
     assert cert.subject.rfc4514_string() == "CN=edge-1"
     sans = _ext(cert, x509.SubjectAlternativeName)
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == ["fluxrig://rack/edge-1"]
-    assert sans.get_values_for_type(x509.DNSName) == ["edge-1"]
+    # the Snake's NATS user: unique per certificate, so one certificate can be revoked
+    assert sans.get_values_for_type(x509.DNSName) == [f"{cert.serial_number:x}.edge-1.rack.fluxrig"]
     assert list(_ext(cert, x509.ExtendedKeyUsage)) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     key = serialization.load_pem_private_key(key_pem, password=None)
     assert cert.public_key() == key.public_key()
