@@ -21,7 +21,9 @@ Opened in this order (and closed in reverse) on one `AsyncExitStack`:
 7. the background tasks (one TaskGroup): the heartbeat sweep marks racks `offline` (and
    enrollment tells them);
 8. the local rack (`[mixer] local_rack`, the standard tier), a supervised child process;
-9. the REST API (aiohttp) on `[api] host:port`, the gRPC API on `[api] host:grpc_port`.
+9. the telemetry hub (`mixer.telemetry`, `[telemetry]`): OTLP receivers (gRPC, HTTP), DuckDB at
+   `<state_dir>/telemetry/telemetry.duckdb`, hourly Parquet archive with retention;
+10. the REST API (aiohttp) on `[api] host:port`, the gRPC API on `[api] host:grpc_port`.
 
 Open and close a `Mixer` from the same task (`async with` does). `aclose()` is idempotent.
 """
@@ -56,6 +58,7 @@ from mixer.settings import MixerSettings
 from mixer.snake import HubAccess
 from mixer.startup import StartupChoice, resolve_startup
 from mixer.store import CasStore
+from mixer.telemetry.hub import TelemetryHub
 from rack.gear.registry import GearRegistry
 from rack.lifecycle import Service
 from rack.link.protocol import KillSwitch, encode, kill_subject
@@ -101,6 +104,7 @@ class Mixer(Service):
         self._watch: RackWatch | None = None  # rack status changes, for gRPC WatchRacks
         self._passports: PassportOffice | None = None
         self._access: HubAccess | None = None  # the hub's users: who may use which subjects
+        self.telemetry: TelemetryHub | None = None  # the OTLP hub, unless disabled
         self.pki: ClusterPki | None = None  # the cluster CA and signing key, once started
         self._api_tls: ServerTls | None = None
 
@@ -179,7 +183,7 @@ class Mixer(Service):
         self.ready.set()
         log.info(
             "mixer ready: NATS hub %s, REST API %s, gRPC API %s, state dir %s",
-            self.nats_url,
+            self.rack_url,
             self.api_url,
             self.grpc_target,
             self.settings.mixer.state_dir,
@@ -234,10 +238,26 @@ class Mixer(Service):
         tasks.create_task(self._sweep_heartbeats(), name="heartbeat-sweep")
         if cfg.mixer.local_rack:  # spawned before gRPC runs threads (its fork handlers warn)
             await self._start_local_rack(stack, cfg.mixer.local_rack)
+        await self._start_telemetry(stack)
         context = self._api_context()
         self._api_tls = await asyncio.to_thread(self._load_api_tls)
         await self._start_http_api(stack, context)
         await self._start_grpc_api(stack, context)
+
+    async def _start_telemetry(self, stack: AsyncExitStack) -> None:
+        """The OTLP hub (`[telemetry]`): receivers, its own DuckDB file, the Parquet archive."""
+        settings = self.settings.telemetry
+        if not settings.enabled:
+            log.info("telemetry hub disabled ([telemetry] enabled = false)")
+            return
+        telemetry = TelemetryHub(settings, self.settings.mixer.state_dir)
+        await telemetry.start()
+        stack.push_async_callback(_aclosing, "telemetry hub", telemetry.aclose)
+        self.telemetry = telemetry
+        log.info(
+            "telemetry hub: OTLP/gRPC on %s:%d, OTLP/HTTP on %s:%d",
+            settings.host, telemetry.grpc_port, settings.host, telemetry.http_port,
+        )  # fmt: skip
 
     async def _open_database(self, stack: AsyncExitStack, state: Path) -> None:
         path = state / DATABASE_FILE

@@ -152,7 +152,10 @@ class Enrollment(Service):
         except BaseException:
             await self.aclose()
             raise
-        log.info("enrollment listening on %s (auto_adopt=%s)", self.url, self.settings.auto_adopt)
+        log.info(
+            "enrollment listening on %s (auto_adopt=%s)",
+            hub_client.shown(self.url), self.settings.auto_adopt,
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         """Finish the messages being handled (drain), then close the connection."""

@@ -9,6 +9,7 @@ if await drain(nc, "enrollment"):          # finish the messages in hand, then c
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
@@ -16,9 +17,17 @@ from nats.errors import Error as NatsError
 
 from mixer.errors import MixerError
 
-__all__ = ["connect", "drain"]
+__all__ = ["connect", "drain", "shown"]
 
 log = logging.getLogger("fluxrig.mixer")
+
+
+def shown(url: str) -> str:
+    """`url` without its credentials: what logs and errors may say."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 async def connect(url: str, who: str) -> Client:
@@ -26,7 +35,7 @@ async def connect(url: str, who: str) -> Client:
     try:
         return await nats.connect(url, name=f"fluxrig-mixer {who}", max_reconnect_attempts=-1)
     except (OSError, TimeoutError, NatsError) as exc:
-        raise MixerError(f"{who} cannot connect to the NATS hub at {url}: {exc}") from exc
+        raise MixerError(f"{who} cannot connect to the NATS hub at {shown(url)}: {exc}") from exc
 
 
 async def drain(nc: Client | None, who: str) -> bool:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mixer.telemetry.config import TelemetrySection
 from rack.config_layers import EnvSource, TomlSource, existing, load_layered
 
 __all__ = [
@@ -302,6 +303,10 @@ class MixerSettings(BaseSettings):
     orchestrator: OrchestratorSection = Field(
         default_factory=OrchestratorSection, description="Scenario activation and pushes."
     )
+    telemetry: TelemetrySection = Field(
+        default_factory=TelemetrySection,
+        description="OTLP telemetry hub: receivers, DuckDB tables, Parquet archive, forwarding.",
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> MixerSettings:
@@ -316,6 +321,9 @@ class MixerSettings(BaseSettings):
         }
         if self.hub.leafnodes:
             ports["hub.leafnode_port"] = self.hub.leafnode_port
+        if self.telemetry.enabled:
+            ports["telemetry.grpc_port"] = self.telemetry.grpc_port
+            ports["telemetry.http_port"] = self.telemetry.http_port
         seen: dict[int, str] = {}
         for key, port in ports.items():
             if port and port in seen:

@@ -41,6 +41,7 @@ def mixer_settings(state: Path, apply_timeout: float = 10.0, **mixer: Any) -> Mi
             "mixer": {"state_dir": state, **mixer},
             "hub": {"port": 0, "leafnode_port": 0},  # racks open their Snake on it
             "api": {"port": 0, "grpc_port": 0, "insecure": True},
+            "telemetry": {"grpc_port": 0, "http_port": 0},
             "enrollment": {"heartbeat_interval": 0.1, "max_missed": 50},
             "orchestrator": {"apply_timeout": apply_timeout, "push_retry": 0.5},
         }

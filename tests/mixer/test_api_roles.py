@@ -122,6 +122,7 @@ async def test_apis_over_tls_with_the_cluster_ca(
             "mixer": {"state_dir": tmp_path / "m"},
             "hub": {"port": 0, "leafnodes": False},
             "api": {"port": 0, "grpc_port": 0, "auth_token": TOKEN, "tls": True},
+            "telemetry": {"grpc_port": 0, "http_port": 0},
             "enrollment": {"bootstrap_token": "b" * 20},
         }
     )

@@ -59,6 +59,7 @@ def settings(tmp_path: Path) -> Settings:
             "mixer": {"state_dir": tmp_path / "state"},
             "hub": {"port": 0, "leafnode_port": 0},
             "api": {"port": 0, "grpc_port": 0, "auth_token": TOKEN},
+            "telemetry": {"grpc_port": 0, "http_port": 0},
             "enrollment": {"bootstrap_token": BOOTSTRAP},
         }
         for name, values in sections.items():

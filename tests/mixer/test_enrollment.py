@@ -43,6 +43,7 @@ def mixer_settings(
             "mixer": {"state_dir": state},
             "hub": {"port": nats_port, "leafnodes": False},
             "api": {"port": 0, "grpc_port": 0, "insecure": True},
+            "telemetry": {"grpc_port": 0, "http_port": 0},
             "enrollment": {
                 "heartbeat_interval": 0.1,
                 "max_missed": max_missed,

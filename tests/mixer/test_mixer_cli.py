@@ -89,7 +89,12 @@ async def test_runs_until_signal_then_closes_everything(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     args = ("--insecure", "--state-dir", "st", "--nats-port", "0", "--api-port", "0")
-    env = clean_env(FLUXRIG_API_GRPC_PORT="0", FLUXRIG_NATS_LEAFNODE_PORT="0")
+    env = clean_env(
+        FLUXRIG_API_GRPC_PORT="0",
+        FLUXRIG_HUB_LEAFNODE_PORT="0",
+        FLUXRIG_TELEMETRY_GRPC_PORT="0",
+        FLUXRIG_TELEMETRY_HTTP_PORT="0",
+    )
     async with MixerProcess(*args, cwd=tmp_path, env=env) as mixer:
         ready = await mixer.wait_for(r"mixer ready: NATS hub (nats://\S+), REST API (http://\S+),")
         nats_url, api_url = ready.group(1), ready.group(2)
@@ -107,6 +112,7 @@ async def test_runs_until_signal_then_closes_everything(
     assert closed == [
         "gRPC API",
         "REST API",
+        "telemetry hub",
         "NATS hub",
         "passport office",
         "activation log",
@@ -117,6 +123,11 @@ async def test_runs_until_signal_then_closes_everything(
     ], log
     assert (tmp_path / "st" / "mixer.duckdb").is_file()
     assert "Traceback" not in log
+    assert hub_password(tmp_path / "st") not in log  # the mixer's own NATS credential
+
+
+def hub_password(state: Path) -> str:
+    return (state / "hub" / "mixer.secret").read_text().strip()
 
 
 async def test_missing_token_exits_2_with_the_message(tmp_path: Path) -> None:
@@ -151,7 +162,12 @@ async def test_bad_setting_exits_2_naming_key_and_source(tmp_path: Path) -> None
 
 async def test_fatal_startup_scenario_exits_1(tmp_path: Path) -> None:
     args = ("--insecure", "--nats-port", "0", "--api-port", "0", "-s", "missing:v1")
-    env = clean_env(FLUXRIG_API_GRPC_PORT="0", FLUXRIG_NATS_LEAFNODE_PORT="0")
+    env = clean_env(
+        FLUXRIG_API_GRPC_PORT="0",
+        FLUXRIG_HUB_LEAFNODE_PORT="0",
+        FLUXRIG_TELEMETRY_GRPC_PORT="0",
+        FLUXRIG_TELEMETRY_HTTP_PORT="0",
+    )
     async with MixerProcess(*args, cwd=tmp_path, env=env) as mixer:
         async with asyncio.timeout(30):
             assert mixer.proc is not None

@@ -495,6 +495,7 @@ async def test_against_a_real_mixer(
         "mixer": {"state_dir": tmp_path / "state"},
         "hub": {"port": 0, "leafnode_port": 0},
         "api": {"port": 0, "grpc_port": 0, "auth_token": TOKEN},
+        "telemetry": {"grpc_port": 0, "http_port": 0},
         "enrollment": {"bootstrap_token": BOOTSTRAP},
     }
     async with Mixer(MixerSettings.model_validate(settings)) as mixer:

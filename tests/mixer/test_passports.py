@@ -41,6 +41,7 @@ def secure_settings(state: Path, **enrollment: Any) -> MixerSettings:
             "mixer": {"state_dir": state},
             "hub": {"port": 0, "leafnodes": False},
             "api": {"port": 0, "grpc_port": 0, "auth_token": API_TOKEN},
+            "telemetry": {"grpc_port": 0, "http_port": 0},
             "enrollment": {
                 "heartbeat_interval": 0.1,
                 "max_missed": 50,
@@ -232,6 +233,8 @@ async def test_killing_the_mixer_fails_no_request_and_the_rack_comes_back_active
         "FLUXRIG_BOOTSTRAP_TOKEN": BOOTSTRAP,
         "FLUXRIG_ENROLLMENT_HEARTBEAT_INTERVAL": "0.2",
         "FLUXRIG_HUB_LEAFNODE_PORT": str(leaf_port),  # the Snake: the rack is a leaf node
+        "FLUXRIG_TELEMETRY_GRPC_PORT": "0",
+        "FLUXRIG_TELEMETRY_HTTP_PORT": "0",
     }
     path = tmp_path / "echo.yaml"
     path.write_text(scenario("echo", f"gw@@127.0.0.1:{echo_port}", racks=("edge-1",)))

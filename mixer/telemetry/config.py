@@ -1,0 +1,147 @@
+"""`TelemetrySection`: the `[telemetry]` settings of the mixer's OTLP hub.
+
+    [telemetry]
+    grpc_port = 4317                  # OTLP/gRPC
+    http_port = 4318                  # OTLP/HTTP (protobuf and JSON)
+    retention_hours = 168             # Parquet partitions older than this are deleted
+    forward_endpoint = "collector.example:4317"   # optional: also send everything upstream
+
+Data lives under `<state_dir>/telemetry/`: the DuckDB file `telemetry.duckdb` (recent rows) and
+`archive/<table>/date=YYYY-MM-DD/hour=HH/part-<uuid>.parquet` (closed hours).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "ForwardProtocol", "TelemetrySection"]
+
+MIB = 1024 * 1024
+DEFAULT_GRPC_PORT = 4317
+DEFAULT_HTTP_PORT = 4318
+ForwardProtocol = Literal["grpc", "http/protobuf"]
+
+
+def _port(default: int, what: str) -> Any:
+    return Field(default=default, ge=0, le=65535, description=f"{what} (0 = any free port).")
+
+
+class TelemetrySection(BaseModel):
+    """`[telemetry]`: the OTLP receiver, its DuckDB tables, the Parquet archive, forwarding."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description="Run the OTLP telemetry hub (receivers, storage, archive). False: no ports "
+        "are opened and nothing is stored.",
+    )
+    host: str = Field(default="127.0.0.1", description="Listen address of the OTLP receivers.")
+    grpc_port: int = _port(DEFAULT_GRPC_PORT, "Port of the OTLP/gRPC receiver")
+    http_port: int = _port(DEFAULT_HTTP_PORT, "Port of the OTLP/HTTP receiver")
+    max_body_bytes: int = Field(
+        default=4 * MIB,
+        ge=1024,
+        le=256 * MIB,
+        description="Largest OTLP request accepted, in bytes (also after gzip decompression); "
+        "larger ones answer 413 / RESOURCE_EXHAUSTED.",
+    )
+    queue_rows: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="Rows (spans, data points, log records) received but not yet written; a "
+        "request that does not fit answers 503 / UNAVAILABLE (senders retry later).",
+    )
+    queue_bytes: int = Field(
+        default=64 * MIB,
+        ge=MIB,
+        le=4096 * MIB,
+        description="Bytes of requests received but not yet written (the second bound of the "
+        "write queue, next to `queue_rows`).",
+    )
+    batch_rows: int = Field(
+        default=5_000,
+        ge=1,
+        le=1_000_000,
+        description="Rows written to DuckDB in one insert, at most.",
+    )
+    flush_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=600,
+        description="Seconds a received row may wait for its batch to fill before it is written.",
+    )
+    archive_interval: float = Field(
+        default=300.0,
+        gt=0,
+        le=24 * 3600,
+        description="Seconds between two runs of the archiver (closed hours to Parquet, then "
+        "retention).",
+    )
+    archive_grace: float = Field(
+        default=300.0,
+        ge=0,
+        le=24 * 3600,
+        description="Seconds after the end of an hour before its rows are archived (late "
+        "arrivals still land in the live tables; later ones go to another part file).",
+    )
+    retention_hours: int = Field(
+        default=7 * 24,
+        ge=1,
+        le=100 * 366 * 24,
+        description="Hours of archived telemetry kept; whole hourly partitions older than this "
+        "are deleted.",
+    )
+    forward_endpoint: str | None = Field(
+        default=None,
+        description="Also send every accepted request to this OTLP endpoint (`host:port` or "
+        "`http(s)://host:port` for grpc; the base URL for http/protobuf, `/v1/traces` etc. are "
+        "appended). None: no forwarding.",
+    )
+    forward_protocol: ForwardProtocol = Field(
+        default="grpc", description="Protocol of `forward_endpoint`: `grpc` or `http/protobuf`."
+    )
+    forward_headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Headers (gRPC metadata) sent with every forwarded request, e.g. an API key. "
+        "Never logged.",
+    )
+    forward_queue_bytes: int = Field(
+        default=64 * MIB,
+        ge=MIB,
+        le=4096 * MIB,
+        description="Bytes of requests waiting for the upstream; beyond it the oldest are "
+        "dropped (and counted) so a down upstream never holds the receiver up.",
+    )
+    forward_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds one forwarded request may take."
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> TelemetrySection:
+        if self.batch_rows > self.queue_rows:
+            raise ValueError(
+                f"batch_rows ({self.batch_rows}) cannot exceed queue_rows ({self.queue_rows})"
+            )
+        if self.grpc_port and self.grpc_port == self.http_port:
+            raise ValueError(
+                f"grpc_port and http_port are both {self.grpc_port}; give each its own port"
+            )
+        endpoint = self.forward_endpoint
+        if endpoint is not None:
+            if not endpoint.strip():
+                raise ValueError("forward_endpoint is empty; leave it unset to not forward")
+            is_url = endpoint.startswith(("http://", "https://"))
+            if self.forward_protocol == "http/protobuf" and not is_url:
+                raise ValueError(
+                    f"forward_endpoint {endpoint!r} needs http:// or https:// with "
+                    "forward_protocol http/protobuf"
+                )
+        return self
+
+    def headers(self) -> dict[str, str]:
+        """`forward_headers` in clear, for the forwarder only (never log them)."""
+        return {key: value.get_secret_value() for key, value in self.forward_headers.items()}
