@@ -213,5 +213,3 @@ class HubAccess:
                 len(grants), ", ".join(g.rack for g in grants) or "none",
             )  # fmt: skip
             return True
-
-
