@@ -60,7 +60,7 @@ _PREFIX = re.compile(r"^\[\d+\] \S+ \S+ (?=\[[A-Z]{3}\] )")
 _NAME = re.compile(r"^[^\s.*>]+$")
 _LEAF_UP = "Leafnode connection created"
 _LEAF_DOWN = "Leafnode connection closed"
-_LEAF_NOISE = re.compile(r"(?i)leafnode")
+_LEAF_NOISE = re.compile(r"(?i)leafnode| - lid:\d+ - ")
 _DIGITS = re.compile(r"\d+")
 _RELOADED = "Reloaded server configuration"
 _RELOAD_FAILED = "Failed to reload server configuration"
@@ -569,7 +569,8 @@ class NatsServer(Service):
         elif _LEAF_UP in line or _LEAF_DOWN in line:
             up = _LEAF_UP in line
             self.leaf_connections = max(0, self.leaf_connections + (1 if up else -1))
-            self._leaf_said = ""  # the next leaf error is news again
+            if up:
+                self._leaf_said = ""  # the next leaf error is news again
             changed, self._leaf_changed = self._leaf_changed, asyncio.Event()
             changed.set()
         elif _RELOADED in line or _RELOAD_FAILED in line:
