@@ -203,8 +203,8 @@ async def test_mixer_restart_keeps_the_active_scenario(tmp_path: Path) -> None:
         assert (desired.digest, desired.activation) == (digest, first.activation.id)
         mixer.registry.adopt(mixer.registry.hello("edge-new").name)
         async with managed(mixer.nats_url, "edge-new", tmp_path) as fresh:
-            await until(lambda: fresh.running({"gw"}))  # pushed at its hello
-            assert fresh.agent.digest == digest
+            # pushed at its hello; the agent records the digest once its gears run
+            await until(lambda: fresh.running({"gw"}) and fresh.agent.digest == digest)
             pushes = fresh.link.pushes
             heartbeats = fresh.link.heartbeats
             await fresh.link.wait_until(lambda link: link.heartbeats >= heartbeats + 5, TIMEOUT)
