@@ -20,8 +20,9 @@ Subjects and messages are defined once, in `rack.link.protocol` (see docs/enroll
 The registry blocks (DuckDB): every call goes through `asyncio.to_thread`. Hellos are handled one
 at a time (one subscription), heartbeats likewise, independently of each other.
 
-Not yet: the scenario push on `fluxrig.rack.<name>.scenario` (the orchestrator), passports, and
-authentication of the rack (it is who it says it is, up to the public-key check of the registry).
+The hello of an adopted rack is answered with its certificate (`certify`: the Snake's
+credentials, see `mixer.snake`); a hello whose CSR key was revoked is refused `revoked`
+(`revoked`: the revocation list of `mixer.passports`).
 """
 
 from __future__ import annotations
