@@ -55,7 +55,7 @@ from mixer.passports import PassportOffice
 from mixer.pki import ClusterPki
 from mixer.registry import RackRecord, RackStatus, Registry
 from mixer.settings import MixerSettings
-from mixer.snake import HubAccess
+from mixer.snake import CrossGrant, CrossWireGrants, HubAccess
 from mixer.startup import StartupChoice, resolve_startup
 from mixer.store import CasStore
 from mixer.telemetry.hub import TelemetryHub
@@ -105,6 +105,7 @@ class Mixer(Service):
         self._passports: PassportOffice | None = None
         self._access: HubAccess | None = None  # the hub's users: who may use which subjects
         self.telemetry: TelemetryHub | None = None  # the OTLP hub, unless disabled
+        self._cross: CrossWireGrants | None = None  # cross-rack subjects per scenario
         self.pki: ClusterPki | None = None  # the cluster CA and signing key, once started
         self._api_tls: ServerTls | None = None
 
@@ -226,7 +227,7 @@ class Mixer(Service):
             trusted=[cfg.mixer.local_rack] if cfg.mixer.local_rack else [],
             observers=[self.orchestrator, self.passports],
             on_status=self._watch.publish,
-            certify=self._certify,
+            certify=lambda record: self.access.certify(record, self._hub),
             revoked=self.passports.revoked_key,
         )
         await enrollment.start()
@@ -306,6 +307,7 @@ class Mixer(Service):
             self._activations,
             self.settings.orchestrator,
             announce=self._announce,
+            on_change=self._scenarios_changed,
         )
         await orchestrator.start()
         stack.push_async_callback(orchestrator.aclose)
@@ -313,6 +315,7 @@ class Mixer(Service):
         startup = self.startup
         if startup is not None and startup.ref is not None and startup.action != "resume":
             await orchestrator.activate_at_start(startup.ref)
+        await self._scenarios_changed()  # the active scenario's cross-rack subjects
 
     async def _start_local_rack(self, stack: AsyncExitStack, name: str) -> None:
         """The standard tier: a rack child process, enrolled over the hub and adopted at hello
@@ -334,23 +337,17 @@ class Mixer(Service):
         if self._enrollment is not None:
             await self._enrollment.notify(record)
 
-    async def _certify(self, record: RackRecord) -> dict[str, object] | None:
-        """What the hello reply of an adopted rack carries to open the Snake: its certificate
-        (issued from its CSR), the CA and the hub's leaf port; its hub user exists first."""
-        hub, pki = self._hub, self.pki
-        if hub is None or hub.leafnode_port is None or pki is None:
-            return None
-        if record.status not in (RackStatus.ACTIVE, RackStatus.SUSPENDED):
-            return None
-        cert = await asyncio.to_thread(self.passports.certificate_for, record)
-        if cert is None:
-            return None
-        await self.access.refresh(hub)
-        return {
-            "certificate": cert.decode(),
-            "ca": pki.ca_pem.decode(),
-            "leafnode_port": hub.leafnode_port,
-        }
+    async def _scenarios_changed(self) -> None:
+        await self.access.refresh(self._hub)
+
+    def _cross_grants(self) -> dict[str, CrossGrant]:
+        """The cross-rack subjects of the scenarios in play: active, and being rolled out."""
+        orchestrator = self._orchestrator
+        if orchestrator is None:
+            return {}
+        if self._cross is None:
+            self._cross = CrossWireGrants(self.gears)
+        return self._cross.grants([orchestrator.desired, orchestrator.incoming])
 
     async def _rack_changed(self, record: RackRecord) -> None:
         """An operator changed a rack's status: tell it, push it the active scenario, and
@@ -373,8 +370,8 @@ class Mixer(Service):
         nats = self.settings.hub
         assert self.pki is not None
         self._access = access = HubAccess(
-            nats, self.pki, self.registry, self.passports.leaf_users,
-            store_dir=self.settings.hub_store,
+            nats, self.pki, self.registry, self.passports,
+            store_dir=self.settings.hub_store, cross=self._cross_grants,
         )  # fmt: skip
         config = await access.initial()
         hub = NatsServer(config, start_timeout=nats.start_timeout)

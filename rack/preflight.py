@@ -32,6 +32,7 @@ from rack.model.scenario import (
     Scenario,
     WirePlan,
     WireSpec,
+    cross_memory_problem,
     fingerprint,
 )
 from rack.scenario_files import Document, load_document
@@ -248,11 +249,8 @@ class _Check:
             return
         a, b = self.gears[source.gear].spec, self.gears[target.gear].spec
         if spec.transport == "memory" and a.deploy and b.deploy and a.deploy != b.deploy:
-            self.problem(
-                f"{at}.transport",
-                f"memory wire {source} → {target} crosses racks ('{a.deploy}' → '{b.deploy}'); "
-                "a memory wire stays inside one process — use transport: standard",
-            )
+            plan = WirePlan(source, target, spec.transport)
+            self.problem(f"{at}.transport", cross_memory_problem(plan, a.deploy, b.deploy))
             return
         if spec.transport == "memory" and spec.options_given():
             for key in spec.options_given():

@@ -184,27 +184,93 @@ class WirePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class CrossWire:
+    """A standard wire between two racks, seen from one of them: `peer` is the other rack (the
+    target's rack for an outbound wire, the source's rack for an inbound one)."""
+
+    wire: WirePlan
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
 class Blueprint:
-    """A scenario that passed pre-flight: what a rack can run as is."""
+    """A scenario that passed pre-flight: what a rack can run as is.
+
+    Cut for one rack (`for_rack`), `wires` are the wires whose two ends run there, `outbound`
+    the cross-rack wires fed by a gear here and `inbound` those feeding a gear here; `rack` is
+    the rack it was cut for (None: the whole scenario, where `outbound`/`inbound` are empty).
+    """
 
     scenario: Scenario
     gears: dict[str, GearPlan]
     wires: tuple[WirePlan, ...]
     digest: str = field(default="")
+    outbound: tuple[CrossWire, ...] = ()
+    inbound: tuple[CrossWire, ...] = ()
+    rack: str | None = None
 
     @property
     def name(self) -> str:
         return self.scenario.title
 
-    def for_rack(self, rack: str) -> Blueprint:
-        """The part of the scenario that runs on `rack`: its gears and the wires between them.
+    def crossing(self, wire: WirePlan) -> tuple[str, str] | None:
+        """(source rack, target rack) when `wire` joins gears with explicit, different `deploy`.
 
-        Gears without `deploy` run on every rack. Wires that cross to another rack are left out
-        here (they travel as standard wires over the Snake).
+        A gear without `deploy` runs on every rack, so a wire touching one is local wherever
+        both ends run."""
+        source, target = self.gears.get(wire.source.gear), self.gears.get(wire.target.gear)
+        if source is None or target is None or not source.deploy or not target.deploy:
+            return None
+        return None if source.deploy == target.deploy else (source.deploy, target.deploy)
+
+    def cross_wires(self) -> list[tuple[WirePlan, str, str]]:
+        """Every wire between two racks, with its (source rack, target rack)."""
+        return [(w, *ends) for w in self.wires if (ends := self.crossing(w)) is not None]
+
+    def rack_names(self) -> list[str]:
+        """The racks the scenario names: its `racks`, then every `deploy` (first seen order)."""
+        names = [r.name for r in self.scenario.racks]
+        names += [g.deploy for g in self.gears.values() if g.deploy]
+        return list(dict.fromkeys(names))
+
+    def for_rack(self, rack: str) -> Blueprint:
+        """The part of the scenario that runs on `rack`: its gears, the wires between them, and
+        the wires that cross to (`outbound`) or from (`inbound`) another rack.
+
+        Gears without `deploy` run on every rack. Only standard wires cross racks (pre-flight
+        rejects a memory wire that would; `ValueError` here if one slipped through).
         """
+        if self.rack is not None:
+            if rack != self.rack:
+                raise ValueError(f"blueprint already cut for rack '{self.rack}', not '{rack}'")
+            return self
         gears = {n: g for n, g in self.gears.items() if g.deploy in (None, rack)}
-        wires = tuple(w for w in self.wires if w.source.gear in gears and w.target.gear in gears)
-        return Blueprint(self.scenario, gears, wires, self.digest)
+        local: list[WirePlan] = []
+        outbound: list[CrossWire] = []
+        inbound: list[CrossWire] = []
+        for wire in self.wires:
+            ends = self.crossing(wire)
+            if ends is None:
+                if wire.source.gear in gears and wire.target.gear in gears:
+                    local.append(wire)
+                continue
+            if wire.transport != "standard":
+                raise ValueError(cross_memory_problem(wire, *ends))
+            if ends[0] == rack:
+                outbound.append(CrossWire(wire, ends[1]))
+            elif ends[1] == rack:
+                inbound.append(CrossWire(wire, ends[0]))
+        return Blueprint(
+            self.scenario, gears, tuple(local), self.digest, tuple(outbound), tuple(inbound), rack
+        )
+
+
+def cross_memory_problem(wire: WirePlan, source_rack: str, target_rack: str) -> str:
+    return (
+        f"memory wire {wire.source} → {wire.target} crosses racks ('{source_rack}' → "
+        f"'{target_rack}'): only standard wires travel between racks, a memory wire stays "
+        "inside one process — use transport: standard"
+    )
 
 
 def fingerprint(type_name: str, config: GearConfig) -> str:

@@ -111,13 +111,20 @@ class Rack:
         if self._tg is None or self._closed:
             raise RackError("the rack is not running (use it as `async with Rack(...)`)")
         async with self._apply_lock:
-            if any(w.transport == "standard" for w in blueprint.wires):
+            if self._uses_jetstream(blueprint):
                 # Connect and provision first: a failure here leaves the running scenario as is.
                 await self.standard.ensure(blueprint)
             report = await self._apply(blueprint)
         self.blueprint = blueprint
         log.info("scenario '%s' applied (%s)", blueprint.name, report)
         return report
+
+    def _uses_jetstream(self, bp: Blueprint) -> bool:
+        """Standard or cross-rack wires to provision; or the scenario's last ones to take down
+        (the streams are updated before their consumers go: see `JetStreamLink.ensure_streams`)."""
+        if bp.outbound or bp.inbound or any(w.transport == "standard" for w in bp.wires):
+            return True
+        return self.standard.link is not None and self.standard.scenario == bp.name
 
     async def _apply(self, bp: Blueprint) -> ApplyReport:
         assert self._tg is not None
@@ -147,7 +154,12 @@ class Rack:
         self._rewire(new, bp)  # nobody routes to removed gears from here on
         if self.standard.link is not None:
             consumed = [w for w in bp.wires if w.transport == "standard"]
-            await self.standard.sync_inlets(consumed, {n: s.inbox for n, s in new.items()})
+            await self.standard.sync_inlets(
+                consumed,
+                {n: s.inbox for n, s in new.items()},
+                outbound=bp.outbound,
+                inbound=bp.inbound,
+            )
         self.slots = new
         for slot in removed:
             await self._retire(slot)
@@ -166,7 +178,7 @@ class Rack:
 
     def _rewire(self, slots: dict[str, GearSlot], bp: Blueprint) -> None:
         routes: dict[str, dict[str, list[Outlet]]] = {name: {} for name in slots}
-        for wire in bp.wires:
+        for wire in (*bp.wires, *(cross.wire for cross in bp.outbound)):
             port_outlets = routes[wire.source.gear].setdefault(wire.source.port, [])
             if wire.transport == "memory":
                 port_outlets.append(MemoryOutlet(slots[wire.target.gear].inbox, wire.target.port))

@@ -2,6 +2,11 @@
 existing one via `nats_url`), the scenario's JetStream streams, one outlet per producing port and
 one durable consumer (inlet) per wire.
 
+Cross-rack wires (`Blueprint.outbound` / `inbound`, docs/wires.md) add one consumer each on this
+rack: the sending end forwards what the source port stored here to the target's rack; the
+receiving end feeds the target gear like a local wire. Both are provisioned, rebound and deleted
+with the scenario exactly as local wires are.
+
 The embedded server is leaf-node ready: JetStream domain = rack name, store under
 `<state_dir>/jetstream`; its URL is written to `<state_dir>/nats.url` for `fluxrig dlq`.
 """
@@ -13,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from rack.model.fluxmsg import FluxMsg
-from rack.model.scenario import Blueprint, Endpoint, WirePlan
+from rack.model.scenario import Blueprint, CrossWire, Endpoint, WirePlan
 from rack.natsd import NatsServer, NatsServerConfig
 from rack.settings import RackSettings
 from rack.wires.base import Outlet
-from rack.wires.jetstream import Delivery, JetStreamLink
+from rack.wires.jetstream import Delivery, JetStreamInlet, JetStreamLink, WireRoute
 from rack.wires.memory import Inbox
 
 log = logging.getLogger("fluxrig.rack")
@@ -43,7 +48,7 @@ class StandardWires:
         self.link: JetStreamLink | None = None
         self.scenario: str | None = None
         self._outlets: dict[Endpoint, Outlet] = {}
-        self._inlets: dict[WirePlan, Any] = {}
+        self._inlets: dict[WireRoute, JetStreamInlet] = {}
 
     @property
     def url(self) -> str:
@@ -68,7 +73,9 @@ class StandardWires:
             )
             self.scenario = bp.name
             log.info("standard wires of '%s' on %s", bp.name, self.url)
-        await self.link.ensure_streams(wires, {w: w.options for w in wires})
+        await self.link.ensure_streams(
+            wires, {w: w.options for w in wires}, outbound=bp.outbound, inbound=bp.inbound
+        )
 
     async def _start_server(self) -> None:
         state = self.settings.state_dir
@@ -93,26 +100,40 @@ class StandardWires:
             outlet = self._outlets[source] = self.link.outlet(source)
         return outlet
 
-    async def sync_inlets(self, wires: list[WirePlan], inboxes: dict[str, Inbox]) -> None:
-        """Consume exactly `wires` (those whose target runs here): open new, close removed."""
+    async def sync_inlets(
+        self,
+        wires: list[WirePlan],
+        inboxes: dict[str, Inbox],
+        *,
+        outbound: tuple[CrossWire, ...] = (),
+        inbound: tuple[CrossWire, ...] = (),
+    ) -> None:
+        """Consume exactly `wires` (those whose target runs here) and this rack's end of the
+        cross-rack wires: open new, close removed (deleting the consumer of a wire gone)."""
         link = self.link
         assert link is not None
-        wanted = set(wires)
-        kept = {link.route(w).durable for w in wires}
-        for wire in [w for w in self._inlets if w not in wanted]:
-            self._inlets.pop(wire)
-            await link.close_inlet(wire)  # hands back what it buffered
-            if link.route(wire).durable not in kept:
+        wanted = {link.route(w): inboxes[w.target.gear] for w in wires}
+        wanted |= {link.inbound_route(c): inboxes[c.wire.target.gear] for c in inbound}
+        forwards = {link.outbound_route(c): c for c in outbound}
+        kept = {route.durable for route in (*wanted, *forwards)}
+        for route in [r for r in self._inlets if r not in wanted and r not in forwards]:
+            self._inlets.pop(route)
+            await link.close_inlet(route)  # hands back what it buffered
+            if route.durable not in kept:
                 # The wire is gone from the scenario: with interest retention its consumer would
                 # hold every message of that port forever, so it is deleted with the wire.
-                log.warning(
-                    "wire %s removed: deleting its durable consumer", link.route(wire).label
-                )
-                await link.delete_wire(wire)
-        for wire in wires:
-            if wire not in self._inlets:
-                deliver = _deliverer(inboxes[wire.target.gear])
-                self._inlets[wire] = await link.inlet(wire, wire.options, deliver)
+                log.warning("wire %s removed: deleting its durable consumer", route.label)
+                await link.delete_wire(route)
+        for route, inbox in wanted.items():
+            if route not in self._inlets:
+                self._inlets[route] = await link.inlet(route, route.wire.options, _deliverer(inbox))
+        for route, cross in forwards.items():
+            if route not in self._inlets:
+                self._inlets[route] = await link.forward(cross)
+
+    def stats(self) -> dict[str, Any]:
+        """The link's counters, per wire consumed here included (`JetStreamLink.stats`)."""
+        return self.link.stats() if self.link is not None else {}
 
     async def drain(self) -> None:
         """Stop receiving; flush every publish still waiting for its JetStream ack."""

@@ -14,12 +14,18 @@ possible when earlier attempts timed out rather than failed) is dead-lettered wi
 the gear. A dead letter is written (and confirmed) before the original is terminated; if the
 write fails the message is nak'd and comes back to be dead-lettered again, so nothing is lost.
 Malformed payloads (not a fluxMsg) are dead-lettered at once.
+
+The sending end of a cross-rack wire is an inlet too, whose `deliver` forwards each message to
+the other rack (forward.py); there a failure means "the other rack did not store it yet" (hub
+or rack away), never a bad message, so it is redelivered with the back-off as often as it takes
+(`dead_letter_after=None`); only a malformed payload is dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 
 import nats.errors
@@ -85,6 +91,15 @@ class Delivery:
     def settled(self) -> bool:
         return self._settled
 
+    @property
+    def raw(self) -> Msg:
+        """The message as JetStream delivered it (payload bytes and headers)."""
+        return self._msg
+
+    @property
+    def stream_seq(self) -> int:
+        return self._seq
+
     async def ok(self) -> None:
         """Processing finished: acknowledge (the message is not delivered again).
 
@@ -130,7 +145,11 @@ class JetStreamInlet:
         options: WireOptions,
         deliver: Deliver,
         dlq: DeadLetterBox,
+        *,
+        dead_letter_after: int | None = -1,
     ) -> None:
+        """`dead_letter_after`: attempts before a message is dead-lettered (-1: the wire's
+        `max_deliver`; None: never, redelivered with the back-off as long as it takes)."""
         self._publish = nc.publish  # acks (`Delivery.ok`)
         self._js = js
         self.route = route
@@ -138,6 +157,8 @@ class JetStreamInlet:
         self.port = route.wire.target.port
         self._deliver = deliver
         self._dlq = dlq
+        limit = options.max_deliver if dead_letter_after == -1 else dead_letter_after
+        self._max_attempts = sys.maxsize if limit is None else limit
         self._sub: Subscription | None = None
         self._closing = False
         self._reasons: dict[int, str] = {}
@@ -212,7 +233,7 @@ class JetStreamInlet:
             await self._dead_letter(delivery, f"malformed payload: {exc}")
             return
         delivery.msg_id = flux.id
-        if attempt > self.options.max_deliver:
+        if attempt > self._max_attempts:
             reason = self._reasons.get(seq) or (
                 f"not acknowledged within ack_wait ({self.options.ack_wait:g}s) "
                 f"in {attempt - 1} deliveries"
@@ -229,7 +250,7 @@ class JetStreamInlet:
 
     async def _failed(self, delivery: Delivery, reason: str) -> None:
         self.failed += 1
-        if delivery.attempt >= self.options.max_deliver:
+        if delivery.attempt >= self._max_attempts:
             await self._dead_letter(delivery, reason)
         else:
             delay = nak_delay(self.options, delivery.attempt)

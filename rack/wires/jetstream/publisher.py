@@ -14,6 +14,11 @@ Order is kept while all goes well; a retried message lands after those that did 
 not enough: a gear that passes a message on keeps its fluxID, and the next standard hop publishes
 into the same stream, whose dedup window is stream-wide; and a gear emitting copies of one
 message on one port would lose all but the first.
+
+The same pump carries the forwards of cross-rack wires (`forward`, used by forward.py): those
+are tried once each, and settle the delivery they came from: acked on the other rack's stream
+ack, nak'd (redelivered by JetStream after the wire's back-off) on any failure. They are not
+part of `flush` (which is about this rack's own stream) nor of `outstanding`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from typing import TYPE_CHECKING, cast
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -30,6 +36,10 @@ from nats.aio.subscription import Subscription
 from rack.model.fluxmsg import FluxMsg
 from rack.wires.jetstream.model import WireError
 
+if TYPE_CHECKING:
+    from rack.wires.jetstream.forward import Forwarder
+    from rack.wires.jetstream.inlet import Delivery
+
 log = logging.getLogger("fluxrig.wires.jetstream")
 
 RETRY_INITIAL = 0.05
@@ -37,12 +47,20 @@ RETRY_MAX = 2.0
 
 
 class _Publish:
-    __slots__ = ("attempts", "deadline", "epoch", "headers", "outlet", "payload", "subject")
+    __slots__ = (
+        "attempts", "deadline", "delivery", "epoch", "headers", "outlet", "payload", "subject"
+    )  # fmt: skip
 
     def __init__(
-        self, outlet: JetStreamOutlet, subject: str, payload: bytes, headers: dict[str, str]
+        self,
+        outlet: JetStreamOutlet | Forwarder,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str],
+        delivery: Delivery | None = None,
     ) -> None:
         self.outlet = outlet
+        self.delivery = delivery  # a forward: the consumer delivery it settles
         self.subject = subject
         self.payload = payload
         self.headers = headers
@@ -77,6 +95,7 @@ class Publisher:
         self._by_epoch: dict[int, int] = {}
         self._flushers: list[tuple[int, asyncio.Future[None]]] = []
         self._retrying: dict[_Publish, asyncio.TimerHandle] = {}
+        self._unsent: deque[tuple[_Publish, str]] = deque()  # failed forwards, to be nak'd
         self._prefix = nc.new_inbox()
         self._cut = len(self._prefix) + 1
         self._token = 0
@@ -106,6 +125,14 @@ class Publisher:
         self._by_epoch[epoch] = self._by_epoch.get(epoch, 0) + 1
         self._queue.append(item)
         self._outstanding += 1
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def forward(self, item: _Publish) -> None:
+        """Publish `item` once; settle `item.delivery` with the outcome (see the module doc)."""
+        if self._closed:
+            raise WireError(f"cannot forward to '{item.subject}': the JetStream link is closed")
+        self._queue.append(item)
         if not self._wake.is_set():
             self._wake.set()
 
@@ -171,6 +198,9 @@ class Publisher:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            while self._unsent:
+                item, reason = self._unsent.popleft()
+                await self._settle_forward(item, reason)
             while queue:
                 item = queue.popleft()
                 self._token += 1
@@ -219,6 +249,9 @@ class Publisher:
                 reason = "no responders: no stream takes this subject yet"
             self._retry(item, WireError(reason))
             return
+        if item.delivery is not None:
+            await self._settle_forward(item, None)
+            return
         # Stored: confirmed (inline, once per message).
         self.published += 1
         self._outstanding -= 1
@@ -231,9 +264,21 @@ class Publisher:
             if self._flushers:
                 self._release_flushers()
 
+    async def _settle_forward(self, item: _Publish, failure: str | None) -> None:
+        """A forward was stored by the other rack (`failure` None) or not: settle its delivery."""
+        assert item.delivery is not None
+        try:
+            await cast("Forwarder", item.outlet).settle(item.delivery, failure)
+        except Exception as exc:  # never stop the pump: unsettled, it is redelivered after ack_wait
+            log.error("jetstream: settling a forward to '%s' failed: %s", item.subject, exc)
+
     def _retry(self, item: _Publish, exc: BaseException) -> None:
         if self._closed:
             return  # counted in `outstanding`, reported by aclose
+        if item.delivery is not None:  # a forward: nak'd by the pump, redelivered by JetStream
+            self._unsent.append((item, str(exc) or type(exc).__name__))
+            self._wake.set()
+            return
         item.attempts += 1
         self.retries += 1
         item.outlet.retries += 1
