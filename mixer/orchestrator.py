@@ -98,6 +98,7 @@ class Orchestrator(Service):
         settings: OrchestratorSection,
         *,
         announce: Announce | None = None,
+        on_change: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.url = url
         self.store = store
@@ -106,7 +107,9 @@ class Orchestrator(Service):
         self.activations = activations
         self.settings = settings
         self.desired: Desired | None = None
+        self.incoming: Desired | None = None  # the scenario an activation is rolling out
         self._announce = announce
+        self._on_change = on_change  # the scenarios in play changed (the hub's permissions)
         self._nc: Client | None = None
         self._lock = asyncio.Lock()  # one activation at a time
         self._activating = False
@@ -209,6 +212,8 @@ class Orchestrator(Service):
                 return exc
             finally:
                 self._activating = False
+                self.incoming = None
+                await self._changed()
 
     async def activate_at_start(self, ref: str) -> ActivationRecord:
         """The startup scenario (`-s`): pre-flight, adopt the racks it names, and make it active
@@ -225,6 +230,13 @@ class Orchestrator(Service):
                 blueprint.name, stored or blob.digest, record.id,
             )  # fmt: skip
             return record
+
+    async def _changed(self) -> None:
+        if self._on_change is not None:
+            try:
+                await self._on_change()
+            except Exception:
+                log.exception("the orchestrator's change hook failed")
 
     async def _begin(self, ref: str | None, digest: str, blueprint: Blueprint) -> ActivationRecord:
         """Record an activation that follows the current one (`activating`)."""
@@ -255,6 +267,8 @@ class Orchestrator(Service):
         previous = self.desired
         record = await self._begin(stored, blob.digest, blueprint)
         new = Desired(record.id, blob.digest, stored, document, named_racks(blueprint))
+        self.incoming = new
+        await self._changed()  # the new scenario's cross-rack subjects open before the push
         targets = [r.name for r in await asyncio.to_thread(self.registry.list, RackStatus.ACTIVE)]
         log.info(
             "activating '%s' %s (activation %d) on %d rack(s): %s",

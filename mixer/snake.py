@@ -28,9 +28,10 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
@@ -38,13 +39,25 @@ from pydantic import SecretStr
 from mixer.errors import MixerError
 from mixer.pki import ClusterPki
 from mixer.registry import RackRecord, RackStatus, Registry
+from mixer.rollout import Desired
 from mixer.settings import HubSection
-from rack.errors import NatsServerError
+from rack.errors import NatsServerError, ScenarioError
 from rack.files import check_private, write_atomic
+from rack.gear.registry import GearRegistry
 from rack.link.protocol import HELLO_SUBJECT, inbox_prefix
 from rack.natsd import NatsServer, NatsServerConfig, NatsUser, Permissions, TlsFiles
+from rack.preflight import preflight_document
+from rack.scenario_files import parse_document
+from rack.wires.jetstream.names import cross_permissions
 
-__all__ = ["ENROLL_USER", "MIXER_USER", "CrossGrant", "HubAccess", "rack_permissions"]
+__all__ = [
+    "ENROLL_USER",
+    "MIXER_USER",
+    "CrossGrant",
+    "CrossWireGrants",
+    "HubAccess",
+    "rack_permissions",
+]
 
 log = logging.getLogger("fluxrig.mixer.snake")
 
@@ -52,6 +65,14 @@ SECRET_FILE = "mixer.secret"
 MIXER_USER = "mixer"
 ENROLL_USER = "enroll"
 _WITH_USER = (RackStatus.ACTIVE, RackStatus.OFFLINE, RackStatus.SUSPENDED)
+
+
+class Certificates(Protocol):
+    """The rack certificates (`mixer.passports.PassportOffice`)."""
+
+    def leaf_users(self) -> dict[str, list[str]]: ...
+
+    def certificate_for(self, record: RackRecord) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,48 @@ def _internal_password(path: Path) -> SecretStr:
     return SecretStr(password)
 
 
+class CrossWireGrants:
+    """The cross-rack wire subjects of scenarios, per rack (blocking: pre-flight, cached by
+    digest). A scenario that no longer passes pre-flight grants nothing."""
+
+    def __init__(self, gears: GearRegistry) -> None:
+        self.gears = gears
+        self._cache: dict[str, dict[str, CrossGrant]] = {}
+
+    def grants(self, scenarios: Iterable[Desired | None]) -> dict[str, CrossGrant]:
+        merged: dict[str, CrossGrant] = {}
+        for desired in scenarios:
+            if desired is None:
+                continue
+            for rack, grant in self._of(desired).items():
+                old = merged.get(rack, CrossGrant())
+                merged[rack] = CrossGrant(
+                    publish=tuple(dict.fromkeys(old.publish + grant.publish)),
+                    subscribe=tuple(dict.fromkeys(old.subscribe + grant.subscribe)),
+                    reply_to=tuple(dict.fromkeys(old.reply_to + grant.reply_to)),
+                )
+        return merged
+
+    def _of(self, desired: Desired) -> dict[str, CrossGrant]:
+        cached = self._cache.get(desired.digest)
+        if cached is not None:
+            return cached
+        source = desired.ref or desired.digest
+        try:
+            blueprint = preflight_document(parse_document(desired.document, source), self.gears)
+        except ScenarioError as exc:
+            log.warning("no cross-rack subjects for %s: %s", source, exc)
+            return {}
+        cached = {
+            rack: CrossGrant(tuple(p.publish), tuple(p.subscribe), tuple(p.reply_to))
+            for rack, p in cross_permissions(blueprint).items()
+        }
+        if len(self._cache) >= 8:
+            self._cache.clear()
+        self._cache[desired.digest] = cached
+        return cached
+
+
 class HubAccess:
     """Renders the hub's users (see the module doc) and reloads the hub when they change."""
 
@@ -112,7 +175,7 @@ class HubAccess:
         settings: HubSection,
         pki: ClusterPki,
         registry: Registry,
-        leaf_users: Callable[[], Mapping[str, list[str]]],
+        certificates: Certificates,
         *,
         store_dir: Path,
         cross: Callable[[], Mapping[str, CrossGrant]] | None = None,
@@ -121,7 +184,7 @@ class HubAccess:
         self.pki = pki
         self.registry = registry
         self.store_dir = store_dir
-        self._leaf_users = leaf_users
+        self.certificates = certificates
         self._cross = cross or dict
         self._password = _internal_password(store_dir / SECRET_FILE)
         self._lock = asyncio.Lock()
@@ -137,7 +200,7 @@ class HubAccess:
     def grants(self) -> tuple[RackGrant, ...]:
         """Every rack user the hub should have now (blocking: registry and certificates)."""
         records = self.registry.list()
-        users = self._leaf_users()
+        users = self.certificates.leaf_users()
         cross = self._cross()
         grants = []
         for record in sorted(records, key=lambda r: r.name):
@@ -183,6 +246,23 @@ class HubAccess:
             users=users,
             no_auth_user=ENROLL_USER,
         )
+
+    async def certify(self, record: RackRecord, hub: NatsServer | None) -> dict[str, Any] | None:
+        """What the hello reply of an adopted rack carries to open the Snake: its certificate
+        (issued from its CSR), the CA and the hub's leaf port; its hub user exists first."""
+        if hub is None or hub.leafnode_port is None:
+            return None
+        if record.status not in (RackStatus.ACTIVE, RackStatus.SUSPENDED):
+            return None
+        cert = await asyncio.to_thread(self.certificates.certificate_for, record)
+        if cert is None:
+            return None
+        await self.refresh(hub)
+        return {
+            "certificate": cert.decode(),
+            "ca": self.pki.ca_pem.decode(),
+            "leafnode_port": hub.leafnode_port,
+        }
 
     async def initial(self) -> NatsServerConfig:
         return self.config(await asyncio.to_thread(self.grants))
