@@ -20,6 +20,7 @@ from rack.gear.registry import GearRegistry
 from rack.link import MixerLink
 from rack.link.agent import ScenarioAgent
 from rack.link.identity import RackIdentity
+from rack.link.snake import Snake
 from rack.runtime.rack import Rack
 from rack.settings import RackSettings
 
@@ -95,22 +96,37 @@ class ManagedRack:
 
 @asynccontextmanager
 async def managed(
-    url: str, name: str, state: Path, *, token: str | None = None, identity: bool = False
+    url: str,
+    name: str,
+    state: Path,
+    *,
+    token: str | None = None,
+    identity: bool = False,
+    snake: bool = False,
 ) -> AsyncIterator[ManagedRack]:
     """A rack run by the mixer, in this process (what `fluxrig run --mixer-url` assembles);
     with `identity`, its key, CSR and passport live in `state/name` and a valid passport's
-    scenario runs before the link starts."""
-    settings = RackSettings(state_dir=state / name, start_timeout=1.5)
+    scenario runs before the link starts; with `snake` (implies `identity`; give the mixer's
+    `rack_url`), it enrolls anonymously and then works through its Snake, its standard wires
+    on the Snake's nats-server."""
+    settings = RackSettings(state_dir=state / name, start_timeout=1.5, nats_port=0)
     agent: ScenarioAgent | None = None
-    me = RackIdentity.load(settings.state_dir, name) if identity else None
+    me = RackIdentity.load(settings.state_dir, name) if identity or snake else None
     passport = me.passport(now=time.time()) if me is not None else None
-    async with Rack(settings, name=name) as rack:
+    async with contextlib.AsyncExitStack() as stack:
+        leaf = None
+        if snake:
+            assert me is not None
+            leaf = await stack.enter_async_context(Snake(settings, me))
+            settings = settings.model_copy(update={"nats_url": leaf.url})
+        rack = await stack.enter_async_context(Rack(settings, name=name))
         link = MixerLink(
             url,
             name,
             running=lambda: agent.digest if agent is not None else None,
             token=token,
             identity=me,
+            snake=leaf,
             backoff_initial=0.05,
             backoff_max=0.2,
             request_timeout=2.0,

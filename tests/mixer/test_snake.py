@@ -32,7 +32,7 @@ from rack.link.protocol import heartbeat_subject, scenario_subject
 from rack.link.snake import Snake
 from rack.natsd import LeafRemote, NatsServer, NatsServerConfig, TlsFiles
 from rack.settings import RackSettings
-from tests.mixer.fleet import mixer_settings, until
+from tests.mixer.fleet import managed, mixer_settings, until
 
 TIMEOUT = 20.0
 
@@ -287,3 +287,41 @@ def _foreign_certificate(directory: Path, rack: str) -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+# -- a cross-rack wire through the mixer ----------------------------------------------------------
+
+CROSS = """\
+meta: {name: cross, version: 1.0.0}
+racks: [{name: edge-a}, {name: edge-b}]
+gears:
+  - {name: gen, type: generator, deploy: edge-a, config: {rate: 2000, count: 100}}
+  - {name: sink, type: sink, deploy: edge-b}
+wires:
+  - {from: gen.out, to: sink.in, transport: standard}
+"""
+
+
+async def test_a_cross_rack_wire_travels_through_the_snakes_with_the_hubs_permissions(
+    tmp_path: Path,
+) -> None:
+    async with Mixer(mixer_settings(tmp_path / "m")) as mixer:
+        mixer.store.put("scenario", "cross", "1.0.0", CROSS.encode())
+        await mixer.orchestrator.activate("cross:1.0.0")  # names both racks: adopted at hello
+        async with (
+            managed(mixer.rack_url, "edge-a", tmp_path, snake=True) as a,
+            managed(mixer.rack_url, "edge-b", tmp_path, snake=True) as b,
+        ):
+            await until(lambda: a.running({"gen"}) and b.running({"sink"}), TIMEOUT)
+            assert a.link.via_snake
+            assert b.link.via_snake
+            sink = b.rack.slots["sink"].gear
+            assert sink is not None
+            await until(lambda: getattr(sink, "count", 0) >= 100, TIMEOUT)
+            # the hub granted exactly the wire's subject: edge-a publishes it, edge-b reads it
+            grants = {g.rack: g.permissions for g in mixer.access.grants()}
+            subject = "flux.x.edge-b.cross.gen.out"
+            assert subject in grants["edge-a"].publish
+            assert subject not in grants["edge-a"].subscribe
+            assert subject in grants["edge-b"].subscribe
+            assert "_INBOX.edge-a.>" in grants["edge-b"].publish  # its stream's PubAcks
