@@ -362,7 +362,9 @@ class Mixer(Service):
     async def _revoke(self, rack: str) -> None:
         """Kill switch on `flux.ctrl.<rack>.kill`, then revoke its certificates (the refresh
         that follows drops its hub users, which closes its Snake)."""
-        await self._publish(kill_subject(rack), encode(KillSwitch(reason="retired")))
+        if self._enrollment is not None:
+            kill = encode(KillSwitch(reason="retired"))
+            await self._enrollment.publish(kill_subject(rack), kill, flush=True)
         count = await asyncio.to_thread(self.passports.revoke, rack)
         log.warning("rack %r revoked: kill switch sent, %d certificate(s) revoked", rack, count)
 
@@ -395,6 +397,7 @@ class Mixer(Service):
             max_body_bytes=api.max_body_bytes,
             on_rack_change=self._rack_changed,
             orchestrator=self.orchestrator,
+            telemetry=self.telemetry,
         )
 
     def _load_api_tls(self) -> ServerTls | None:

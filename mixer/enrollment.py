@@ -186,15 +186,18 @@ class Enrollment(Service):
             except Exception:
                 log.exception("the status hook failed for rack %r", record.name)
 
-    async def publish(self, subject: str, data: bytes) -> None:
-        """Publish on the enrollment connection (e.g. a rack's passport); never raises."""
+    async def publish(self, subject: str, data: bytes, *, flush: bool = False) -> None:
+        """Publish on the enrollment connection (e.g. a rack's passport); never raises. With
+        `flush`, return once the hub has it (before, e.g., a reload cuts the rack off)."""
         nc = self._nc
         if nc is None or nc.is_closed:
             log.debug("enrollment is closed: nothing published on %s", subject)
             return
         try:
             await nc.publish(subject, data)
-        except NatsError as exc:
+            if flush:
+                await nc.flush(timeout=5)
+        except (NatsError, TimeoutError) as exc:
             log.warning("cannot publish on %s: %s", subject, exc)
 
     async def notify_all(self, records: Iterable[RackRecord]) -> None:

@@ -162,9 +162,10 @@ class ApiSection(_Section):
     )
     read_token: SecretStr | None = Field(
         default=None,
-        description="Optional second bearer token with the read-only role: REST GET and gRPC "
-        "List/Get/Watch calls only (changes answer 403 / PERMISSION_DENIED). At least 16 "
-        "characters, different from `auth_token`. Never logged.",
+        description="Optional second bearer token with the read-only role: REST GET and the "
+        "read-only telemetry SQL query, gRPC List/Get/Watch/Query calls only (changes answer "
+        "403 / PERMISSION_DENIED). At least 16 characters, different from `auth_token`. Never "
+        "logged.",
     )
     insecure: bool = Field(
         default=False,

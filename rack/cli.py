@@ -9,6 +9,7 @@ fluxrig gears list [--remote]
 fluxrig gears doc TYPE | --all [--write DIR]
 fluxrig gears schema TYPE
 fluxrig keys show|backup ...                   (on the mixer host; see rack.keys_cli)
+fluxrig telemetry query SQL | metrics | logs | trace ID      (see rack.telemetry_cli)
 fluxrig version
 """
 
@@ -232,11 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("type")
     schema.set_defaults(func=cmd_gears_schema)
 
-    from rack import dlq_cli, keys_cli
+    from rack import dlq_cli, keys_cli, telemetry_cli
 
     dlq_cli.add_parser(sub)
     keys_cli.add_parser(sub)
     ops_cli.add_parsers(sub, scenario)
+    telemetry_cli.add_parser(sub)
     docs = sub.add_parser("docs", help="regenerate the generated reference pages")
     docs.add_argument("--write", type=Path, default=Path("docs"), help="docs folder")
     docs.set_defaults(func=cmd_docs)

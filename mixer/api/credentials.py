@@ -5,11 +5,12 @@
     require(role, "admin", "POST /api/v1/racks/edge-1/adopt")
 
 Two roles: `admin` (`[api] auth_token`, every operation) and `read` (`[api] read_token`:
-operations that change nothing — REST `GET`, gRPC `List*`/`Get*`/`Watch*`). Tokens are compared
-in constant time, both of them on every call (which one matched does not show in the timing of a
-refusal). Refusals: `UnauthenticatedError` (401 / UNAUTHENTICATED: no or an unknown token),
-`ForbiddenError` (403 / PERMISSION_DENIED: the read-only token asked to change something). No
-message ever contains a token.
+operations that change nothing — REST `GET` and the operations declared `reads_only` (the
+telemetry SQL query, a POST because its text is a body), gRPC `List*`/`Get*`/`Watch*`/`Query*`).
+Tokens are compared in constant time, both of them on every call (which one matched does not show
+in the timing of a refusal). Refusals: `UnauthenticatedError` (401 / UNAUTHENTICATED: no or an
+unknown token), `ForbiddenError` (403 / PERMISSION_DENIED: the read-only token asked to change
+something). No message ever contains a token.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mixer.api.errors import ForbiddenError, UnauthenticatedError
 __all__ = ["Credentials", "Role", "is_read_only_rpc", "require"]
 
 Role = Literal["admin", "read"]
-_READ_RPC_PREFIXES = ("List", "Get", "Watch")
+_READ_RPC_PREFIXES = ("List", "Get", "Watch", "Query")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ def require(role: Role, needed: Role, operation: str) -> None:
 
 
 def is_read_only_rpc(method: str) -> bool:
-    """`/fluxrig.v1.RackService/ListRacks` → True: gRPC methods that change nothing."""
+    """`/fluxrig.v1.RackService/ListRacks` → True: gRPC methods that change nothing (by name:
+    List*, Get*, Watch*, Query*; a method that changes something must not be named so)."""
     name = method.rsplit("/", 1)[-1]
     return name.startswith(_READ_RPC_PREFIXES)

@@ -16,6 +16,7 @@ the log under that id and never to the client.
 | NotFoundError                      | 404  | NOT_FOUND           | not_found           |
 | UnknownGearError                   | 404  | NOT_FOUND           | unknown_gear        |
 | RouteNotFoundError                 | 404  | NOT_FOUND           | route_not_found     |
+| TraceNotFoundError                 | 404  | NOT_FOUND           | trace_not_found     |
 | MethodNotAllowedError              | 405  | UNIMPLEMENTED       | method_not_allowed  |
 | ConflictError (tag reuse)          | 409  | ALREADY_EXISTS      | tag_conflict        |
 | RackConflictError                  | 409  | FAILED_PRECONDITION | rack_conflict       |
@@ -23,10 +24,13 @@ the log under that id and never to the client.
 | InvalidRefError                    | 400  | INVALID_ARGUMENT    | invalid_ref         |
 | RackNameError                      | 400  | INVALID_ARGUMENT    | invalid_rack_name   |
 | MalformedRequestError              | 400  | INVALID_ARGUMENT    | malformed_request   |
+| InvalidParameterError              | 400  | INVALID_ARGUMENT    | invalid_parameter   |
+| TelemetryQueryError                | 400  | INVALID_ARGUMENT    | invalid_query       |
 | PayloadTooLargeError               | 413  | RESOURCE_EXHAUSTED  | payload_too_large   |
 | RequestValidationError             | 422  | INVALID_ARGUMENT    | invalid_request     |
 | ScenarioError                      | 422  | INVALID_ARGUMENT    | invalid_scenario    |
 | ServiceUnavailableError            | 503  | UNAVAILABLE         | unavailable         |
+| TelemetryBusyError (hub closed)    | 503  | UNAVAILABLE         | telemetry_unavailable |
 | MachineIdsExhaustedError           | 507  | RESOURCE_EXHAUSTED  | machine_ids_exhausted |
 | anything else                      | 500  | INTERNAL            | internal            |
 
@@ -37,6 +41,9 @@ bad ref spelling) is 400; well-formed input that fails validation is 422. Exhaus
 are 507 (Insufficient Storage) rather than 503: retrying later does not help. A failed
 activation is ABORTED: the mixer tried it and put the fleet back (one `details` entry per rack,
 `racks.<name>`, and per rollback push, `rollback.<name>`); fix the cause and activate again.
+A telemetry time or trace id spelled wrong is 400 `invalid_parameter` (like a bad ref; `details`
+name the parameter), and a telemetry SQL query that is refused (not one read-only statement) or
+that DuckDB rejects is 400 `invalid_query` with DuckDB's message.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ from mixer.errors import (
     RackNameError,
     RackNotFoundError,
 )
+from mixer.telemetry.errors import TelemetryBusyError, TelemetryQueryError
 from rack.errors import ScenarioError, UnknownGearError
 
 log = logging.getLogger("fluxrig.mixer.api")
@@ -121,6 +129,18 @@ class ServiceUnavailableError(ApiError):
     """The part of the mixer the operation needs is not running (e.g. no orchestrator)."""
 
 
+class TraceNotFoundError(ApiError):
+    """No span of the asked trace is stored (not arrived yet, or past the archive's retention)."""
+
+
+class InvalidParameterError(ApiError):
+    """A request parameter is spelled wrong (a time, a trace id); `details` name it."""
+
+    def __init__(self, message: str, details: Sequence[Detail]) -> None:
+        super().__init__(message)
+        self.details = tuple(details)
+
+
 class RequestValidationError(ApiError):
     """Well-formed request that breaks the operation's schema; `details` locate every problem."""
 
@@ -151,6 +171,7 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     NotFoundError: ErrorKind(404, "NOT_FOUND", "not_found"),
     UnknownGearError: ErrorKind(404, "NOT_FOUND", "unknown_gear"),
     RouteNotFoundError: ErrorKind(404, "NOT_FOUND", "route_not_found"),
+    TraceNotFoundError: ErrorKind(404, "NOT_FOUND", "trace_not_found"),
     MethodNotAllowedError: ErrorKind(405, "UNIMPLEMENTED", "method_not_allowed"),
     ConflictError: ErrorKind(409, "ALREADY_EXISTS", "tag_conflict"),
     RackConflictError: ErrorKind(409, "FAILED_PRECONDITION", "rack_conflict"),
@@ -158,10 +179,13 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     InvalidRefError: ErrorKind(400, "INVALID_ARGUMENT", "invalid_ref"),
     RackNameError: ErrorKind(400, "INVALID_ARGUMENT", "invalid_rack_name"),
     MalformedRequestError: ErrorKind(400, "INVALID_ARGUMENT", "malformed_request"),
+    InvalidParameterError: ErrorKind(400, "INVALID_ARGUMENT", "invalid_parameter"),
+    TelemetryQueryError: ErrorKind(400, "INVALID_ARGUMENT", "invalid_query"),
     PayloadTooLargeError: ErrorKind(413, "RESOURCE_EXHAUSTED", "payload_too_large"),
     RequestValidationError: ErrorKind(422, "INVALID_ARGUMENT", "invalid_request"),
     ScenarioError: ErrorKind(422, "INVALID_ARGUMENT", "invalid_scenario"),
     ServiceUnavailableError: ErrorKind(503, "UNAVAILABLE", "unavailable"),
+    TelemetryBusyError: ErrorKind(503, "UNAVAILABLE", "telemetry_unavailable"),
     MachineIdsExhaustedError: ErrorKind(507, "RESOURCE_EXHAUSTED", "machine_ids_exhausted"),
 }
 
@@ -179,7 +203,7 @@ def details_of(exc: BaseException) -> list[Detail]:
     """The located problems carried by `exc` (scenario problems, request validation errors)."""
     if isinstance(exc, ScenarioError):
         return [Detail(p.path, p.message, p.line) for p in exc.problems]
-    if isinstance(exc, RequestValidationError):
+    if isinstance(exc, RequestValidationError | InvalidParameterError):
         return list(exc.details)
     if isinstance(exc, ActivationFailedError):
         return activation_details(exc)

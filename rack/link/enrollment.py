@@ -376,6 +376,8 @@ class MixerLink(Service):
             else:
                 if self._accept(msg.data):
                     return True
+                if self.error is not None and self.error.code in ("retired", "revoked"):
+                    await self._revoked(f"the mixer refused the hello: {self.error.code}")
             if await _closed_within(closed, self._backoff.next()):
                 return False
         return False
@@ -455,8 +457,15 @@ class MixerLink(Service):
             reason = decode(KillSwitch, msg.data, "kill switch").reason
         except ProtocolError as exc:
             reason = f"revoked (unreadable detail: {exc})"
-        log.critical("kill switch from the mixer (%s): stopping every gear, dropping the "
-                     "passport and the certificate", reason)  # fmt: skip
+        await self._revoked(f"kill switch from the mixer ({reason})")
+
+    async def _revoked(self, why: str) -> None:
+        """This rack was revoked (kill switch, or a hello refused as retired/revoked — in case
+        the kill switch was lost): stop every gear, forget passport and certificate, close the
+        Snake. Idempotent."""
+        if self.killed:
+            return
+        log.critical("%s: stopping every gear, dropping the passport and the certificate", why)
         self.status, self.passport, self.killed = "retired", None, True
         self._touch()
         if self.identity is not None:

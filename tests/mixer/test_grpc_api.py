@@ -580,6 +580,7 @@ async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
         "fluxrig.v1.ScenarioService",
         "fluxrig.v1.SpecService",
         "fluxrig.v1.GearService",
+        "fluxrig.v1.TelemetryService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }

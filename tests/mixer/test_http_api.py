@@ -44,10 +44,12 @@ from mixer.errors import (
     StoreError,
 )
 from mixer.store import digest_of
+from mixer.telemetry import TelemetryHub
 from rack.errors import Problem, ScenarioError
 from rack.natsd import NatsServer, NatsServerConfig
 from tests.mixer.conftest import started_orchestrator
 from tests.mixer.documents import INVALID_SCENARIO, SCENARIO, SCENARIO_V2, TOKEN
+from tests.mixer.telemetry.conftest import settings as telemetry_settings
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 V1 = API_PREFIX
@@ -521,8 +523,10 @@ class LiveApi:
         async with (
             NatsServer(config) as hub,
             started_orchestrator(self.ctx, self.database, hub.url) as orchestrator,
+            TelemetryHub(telemetry_settings(), self.store / "telemetry") as telemetry,
         ):
-            await self._run(dataclasses.replace(self.ctx, orchestrator=orchestrator))
+            ctx = dataclasses.replace(self.ctx, orchestrator=orchestrator, telemetry=telemetry)
+            await self._run(ctx)
 
     async def _run(self, ctx: ApiContext) -> None:
         assert self._stop is not None

@@ -5,8 +5,9 @@
     await api.aclose()
 
 Services: RackService (with the WatchRacks stream), ScenarioService, SpecService, GearService,
-plus the standard health and reflection services. Every call needs metadata
-`authorization: Bearer <token>` except health and reflection (`auth_token=None`: no auth).
+TelemetryService (queries over the telemetry hub), plus the standard health and reflection
+services. Every call needs metadata `authorization: Bearer <token>` except health and reflection
+(`auth_token=None`: no auth).
 Errors go through the one table in `mixer.api.errors` (the same as the REST API's).
 """
 

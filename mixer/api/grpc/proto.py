@@ -15,6 +15,8 @@ from fluxrig.v1 import (  # type: ignore[import-not-found, unused-ignore]
     racks_pb2_grpc,
     store_pb2,
     store_pb2_grpc,
+    telemetry_pb2,
+    telemetry_pb2_grpc,
 )
 from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
     struct_pb2,
@@ -27,15 +29,18 @@ add_rack_service: Registrar = racks_pb2_grpc.add_RackServiceServicer_to_server
 add_scenario_service: Registrar = store_pb2_grpc.add_ScenarioServiceServicer_to_server
 add_spec_service: Registrar = store_pb2_grpc.add_SpecServiceServicer_to_server
 add_gear_service: Registrar = gears_pb2_grpc.add_GearServiceServicer_to_server
+add_telemetry_service: Registrar = telemetry_pb2_grpc.add_TelemetryServiceServicer_to_server
 
 __all__ = [
     "add_gear_service",
     "add_rack_service",
     "add_scenario_service",
     "add_spec_service",
+    "add_telemetry_service",
     "gears_pb2",
     "racks_pb2",
     "store_pb2",
     "struct_pb2",
+    "telemetry_pb2",
     "timestamp_pb2",
 ]

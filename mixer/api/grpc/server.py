@@ -26,6 +26,7 @@ from mixer.api.grpc.auth import BearerAuth
 from mixer.api.grpc.content import ScenarioServicer, SpecServicer
 from mixer.api.grpc.gears import GearServicer
 from mixer.api.grpc.racks import RackServicer
+from mixer.api.grpc.telemetry import TelemetryServicer
 from mixer.api.grpc.watch import DEFAULT_POLL_INTERVAL, RackWatch
 from mixer.api.http.context import ApiContext
 from mixer.api.tls import ServerTls
@@ -39,6 +40,7 @@ SERVICES: tuple[str, ...] = (
     proto.store_pb2.DESCRIPTOR.services_by_name["ScenarioService"].full_name,
     proto.store_pb2.DESCRIPTOR.services_by_name["SpecService"].full_name,
     proto.gears_pb2.DESCRIPTOR.services_by_name["GearService"].full_name,
+    proto.telemetry_pb2.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
 )
 HEALTH_SERVICE: str = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_SERVICE: str = reflection.SERVICE_NAME
@@ -119,6 +121,7 @@ class GrpcApi(Service):
         proto.add_scenario_service(ScenarioServicer(ctx), server)
         proto.add_spec_service(SpecServicer(ctx), server)
         proto.add_gear_service(GearServicer(ctx.gears), server)
+        proto.add_telemetry_service(TelemetryServicer(ctx), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICES, HEALTH_SERVICE, REFLECTION_SERVICE), server)
 

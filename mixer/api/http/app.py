@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from mixer import __version__
-from mixer.api.http import activation, content, gears, racks, system
+from mixer.api.http import activation, content, gears, racks, system, telemetry
 from mixer.api.http.context import ApiContext
 from mixer.api.http.middleware import (
     auth_middleware,
@@ -30,6 +30,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *gears.OPERATIONS,
     *content.OPERATIONS,
     *activation.OPERATIONS,
+    *telemetry.OPERATIONS,
 )
 
 
@@ -43,7 +44,8 @@ def build_app(ctx: ApiContext, operations: Sequence[Operation] = OPERATIONS) -> 
     credentials = ctx.credentials
     if credentials is not None:
         public = [op.url for op in operations if op.public]
-        middlewares.append(auth_middleware(credentials, public))
+        reads = [(op.method, op.url) for op in operations if op.reads_only]
+        middlewares.append(auth_middleware(credentials, public, reads))
     app = web.Application(middlewares=middlewares, client_max_size=ctx.max_body_bytes)
     app[system.DOCUMENT_KEY] = build_document(operations, version=__version__, secure=secure)
     for op in operations:

@@ -1,4 +1,5 @@
-"""What the REST API works on: the mixer's store, registry and gear catalogue, plus its limits."""
+"""What the REST API works on: the mixer's store, registry, gear catalogue, orchestrator and
+telemetry hub, plus its limits."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rack.gear.registry import GearRegistry
 
 if TYPE_CHECKING:
     from mixer.orchestrator import Orchestrator
+    from mixer.telemetry import TelemetryHub
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # JSON bodies; documents inside are bounded again (1 MiB)
 
@@ -34,6 +36,9 @@ class ApiContext:
     # Scenario activation (None: the API answers activation requests 503, e.g. in unit tests
     # of other routes).
     orchestrator: Orchestrator | None = None
+    # The OTLP telemetry hub's queries (None: `[telemetry] enabled = false`, or an API without
+    # one; the telemetry routes answer 503).
+    telemetry: TelemetryHub | None = None
 
     @property
     def credentials(self) -> Credentials | None:

@@ -5,8 +5,9 @@
 - body size: a declared Content-Length over the limit is refused before anything is read; a
   body that turns out larger (chunked) is refused by aiohttp's `client_max_size` while reading.
 - auth: `Authorization: Bearer <token>`, compared in constant time (mixer.api.credentials):
-  the admin token may do everything, the read-only token only GET (else 403); health and the
-  OpenAPI document are public. A 401 carries `WWW-Authenticate: Bearer` (RFC 6750).
+  the admin token may do everything, the read-only token only GET and the operations declared
+  `reads_only` (else 403); health and the OpenAPI document are public. A 401 carries
+  `WWW-Authenticate: Bearer` (RFC 6750).
 """
 
 from __future__ import annotations
@@ -96,17 +97,30 @@ def body_limit_middleware(limit: int) -> Middleware:
     return body_limit
 
 
-def auth_middleware(credentials: Credentials, public_paths: Collection[str]) -> Middleware:
-    """Bearer tokens on every route but `public_paths`; the read-only token may only GET."""
+def auth_middleware(
+    credentials: Credentials,
+    public_paths: Collection[str],
+    reads: Collection[tuple[str, str]] = (),
+) -> Middleware:
+    """Bearer tokens on every route but `public_paths`; the read-only token may only GET, and
+    call the routes in `reads` (method, URL template: POSTs that change nothing)."""
     public = frozenset(public_paths)
+    read_only = frozenset(reads)
 
     @web.middleware
     async def auth(request: web.Request, handler: RequestHandler) -> web.StreamResponse:
         if request.path not in public:
             header = request.headers.get("Authorization")
             role = credentials.role_of(header, where="`Authorization: Bearer <token>`")
-            if request.method not in ("GET", "HEAD"):
+            route = (request.method, _template(request))
+            if request.method not in ("GET", "HEAD") and route not in read_only:
                 require(role, "admin", f"{request.method} {request.path}")
         return await handler(request)
 
     return auth
+
+
+def _template(request: web.Request) -> str:
+    """The URL template of the route `request` matched (its path when it matched none)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path

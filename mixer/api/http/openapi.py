@@ -23,10 +23,11 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearerAuth"
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed request (not JSON, bad reference syntax).",
+    400: "Malformed request (not JSON, bad reference syntax, a time or trace id spelled wrong; "
+    "`details` name the parameter), or a telemetry query refused or rejected by DuckDB.",
     401: "Missing or wrong bearer token.",
     403: "The read-only token may not change anything; use the admin token.",
-    404: "No such rack, gear, reference or route.",
+    404: "No such rack, gear, reference, trace or route.",
     409: "Conflicts with the current state (tag reuse, illegal status transition, name taken), "
     "or an activation a rack could not apply (`details`: what each rack said; the fleet is back "
     "on the previous scenario).",
@@ -55,7 +56,7 @@ def build_document(ops: Sequence[Operation], *, version: str, secure: bool) -> d
         "info": {
             "title": "fluxrig mixer API",
             "version": version,
-            "description": "Racks, adoption, scenarios, specs and the gear catalogue.",
+            "description": "Racks, adoption, scenarios, specs, the gear catalogue and telemetry.",
         },
         "paths": paths,
         "components": components,

@@ -77,16 +77,22 @@ class Operation:
     query: type[BaseModel] | None = None
     public: bool = False
     description: str = field(default="")
+    reads_only: bool = False  # a POST that changes nothing (a query): the read token may call it
 
     @property
     def url(self) -> str:
         return API_PREFIX + self.path
 
+    @property
+    def needs_admin(self) -> bool:
+        """Only the admin token may call it: it is not a GET and not declared `reads_only`."""
+        return self.method not in ("GET", "HEAD") and not self.reads_only
+
     def error_statuses(self, *, secure: bool) -> list[int]:
         statuses = set(self.errors)
         if secure and not self.public:
             statuses.add(401)
-            if self.method != "GET":
+            if self.needs_admin:
                 statuses.add(403)  # the read-only token may not change anything
         if self.body is not None:
             statuses.update((400, 413, 422))
