@@ -382,7 +382,7 @@ def _add_racks(sub: Actions, common: argparse.ArgumentParser) -> None:
         ("adopt", "adopt a pending or offline rack (it becomes active)"),
         ("suspend", "suspend an active or offline rack"),
         ("resume", "resume a suspended rack"),
-        ("retire", "retire a rack for good (its MachineID is never reused)"),
+        ("retire", "retire a rack for good: kill switch, certificates revoked (MID never reused)"),
     ):
         p = actions.add_parser(verb, parents=[common], help=text)
         p.add_argument("name")

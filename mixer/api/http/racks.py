@@ -45,7 +45,12 @@ _ACTIONS: tuple[tuple[str, Callable[[Registry, str], RackRecord], str], ...] = (
     ("adopt", Registry.adopt, "Adopt a pending or offline rack (it becomes active)."),
     ("suspend", Registry.suspend, "Suspend an active or offline rack."),
     ("resume", Registry.resume, "Resume a suspended rack (active, or pending if never adopted)."),
-    ("retire", Registry.retire, "Retire a rack for good; its MachineID is never reused."),
+    (
+        "retire",
+        Registry.retire,
+        "Retire a rack for good: kill switch, its certificates revoked, its Snake closed; its "
+        "MachineID is never reused.",
+    ),
 )
 
 
