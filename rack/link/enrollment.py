@@ -516,7 +516,7 @@ class MixerLink(Service):
     def _no_mixer(self, why: str) -> None:
         self._set_state(
             LinkState.NO_MIXER,
-            f"the mixer at {self.url} did not take this rack's hello: {why}; retrying with "
+            f"the mixer at {self._where()} did not take this rack's hello: {why}; retrying with "
             f"back-off up to {self._backoff.maximum:g}s",
             logging.WARNING,
         )
