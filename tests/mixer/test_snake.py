@@ -231,10 +231,8 @@ async def test_rack_a_cannot_read_nor_speak_for_rack_b(tmp_path: Path) -> None:
         snake_rack(mixer, "edge-a", tmp_path) as a,
         snake_rack(mixer, "edge-b", tmp_path) as b,
     ):
-        await rack_action(mixer, "edge-a", "adopt")
-        await rack_action(mixer, "edge-b", "adopt")
-        await on_snake(a)
-        await on_snake(b)
+        await certified(mixer, a)
+        await certified(mixer, b)
         local_a = await nats.connect(a.snake.url)  # anyone on rack A's own server
         hub = await nats.connect(mixer.nats_url)
         got_a, got_hub = Inbox(), Inbox()
