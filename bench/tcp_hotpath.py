@@ -9,6 +9,8 @@ Servers: `bare`  — uvloop asyncio.Protocol echo (writes back whatever it reads
          `readline` — naive asyncio streams echo (`await reader.readline()` per line);
          `rack`  — `fluxrig run` on examples-style echo scenario (io_tcp gw.out → gw.in).
 Targets (issue 2): rack p50 ≤ 1.5× bare p50; rack pipelined ≥ readline pipelined.
+The rack runs as configured by the environment (FLUXRIG_*, OTEL_*); bench/telemetry_overhead.py
+compares it with telemetry off and on.
 """
 
 from __future__ import annotations
@@ -123,8 +125,10 @@ async def pipelined(port: int, total: int, size: int, conns: int = 4) -> float:
 # -- orchestration ---------------------------------------------------------------------------
 
 
-def start(cmd: list[str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start(cmd: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if "listening on" in line:

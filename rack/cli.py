@@ -10,6 +10,7 @@ fluxrig gears doc TYPE | --all [--write DIR]
 fluxrig gears schema TYPE
 fluxrig keys show|backup ...                   (on the mixer host; see rack.keys_cli)
 fluxrig telemetry query SQL | metrics | logs | trace ID      (see rack.telemetry_cli)
+fluxrig tail WIRE [--rack R] [--filter EXPR] [--limit N] [--json]   (see rack.tail_cli)
 fluxrig version
 """
 
@@ -233,12 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("type")
     schema.set_defaults(func=cmd_gears_schema)
 
-    from rack import dlq_cli, keys_cli, telemetry_cli
+    from rack import dlq_cli, keys_cli, tail_cli, telemetry_cli
 
     dlq_cli.add_parser(sub)
     keys_cli.add_parser(sub)
     ops_cli.add_parsers(sub, scenario)
     telemetry_cli.add_parser(sub)
+    tail_cli.add_parser(sub)
     docs = sub.add_parser("docs", help="regenerate the generated reference pages")
     docs.add_argument("--write", type=Path, default=Path("docs"), help="docs folder")
     docs.set_defaults(func=cmd_docs)

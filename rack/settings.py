@@ -127,6 +127,50 @@ class RackSettings(BaseSettings):
         description="Client port of the embedded nats-server (0 = any free port; the URL is "
         "written to `<state_dir>/nats.url`).",
     )
+    telemetry: bool | None = Field(
+        default=None,
+        description="Export traces and metrics with OpenTelemetry over OTLP (endpoint, protocol "
+        "and headers from the standard OTEL_* variables). Unset: on for a rack managed by the "
+        "mixer (default endpoint http://<mixer host>:4318) or when OTEL_EXPORTER_OTLP_ENDPOINT is "
+        "set, off otherwise. See docs/telemetry.md.",
+    )
+    trace_ratio: float = Field(
+        default=0.001,
+        ge=0,
+        le=1,
+        description="Fraction of the messages entering the rack (emitted by an I/O gear or a "
+        "generator) that are traced; a traced message is traced through every gear, wire and "
+        "rack it crosses; a span costs far more than an untraced message (docs/telemetry.md). "
+        "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG override it.",
+    )
+    telemetry_buffer: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Spans (and, separately, metric data points) kept while the OTLP endpoint "
+        "cannot be reached; past it the oldest are dropped and counted "
+        "(`fluxrig.telemetry.dropped`). Sent when the endpoint is back.",
+    )
+    telemetry_stop_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Seconds a stopping rack waits for its last telemetry to be exported.",
+    )
+    max_taps: int = Field(
+        default=8,
+        ge=0,
+        le=1000,
+        description="Live taps (`fluxrig tail`) that may run at once on this rack; 0 refuses "
+        "every tap.",
+    )
+    tap_queue_depth: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="Messages a live tap holds for its viewer; past that they are dropped (and "
+        "counted), never waited for: a slow viewer does not slow the wire.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,19 +6,26 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Coroutine
-from typing import Any, ClassVar, Generic
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
 from rack.gear.base import ConfigT
 from rack.model.fluxmsg import FluxMsg
 from rack.model.ids import FluxIdGenerator
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Meter
+    from opentelemetry.trace import Tracer
 
 
 class GearStats:
     """Counters of one gear (messages in/out, errors, drops, bytes, connections, …).
 
     The runtime counts messages `in`, `out`, `errors` and `dropped` (plain attributes: they are
-    on the per-message path); gears add their own (`bytes_in`, `connections`) with `add`. The
-    telemetry layer reads these; `snapshot()` gives a plain dict.
+    on the per-message path); gears add their own (`bytes_in`, `connections`) with `add`, and
+    gauges (`open_connections`) with `set_gauge`. With telemetry on, all are exported (the
+    runtime's as `fluxrig.gear.messages`, `.errors`, `.dropped`; the gear's own as
+    `fluxrig.gear.<name>`), read when metrics are collected: no cost per message. `snapshot()`
+    gives a plain dict.
     """
 
     __slots__ = ("_counters", "dropped", "errors", "gauges", "msgs_in", "msgs_out")
@@ -62,9 +69,16 @@ class GearContext(Generic[ConfigT]):
 
     `spawn` runs a background coroutine inside the gear's own task scope: if it raises, the gear
     is stopped and restarted with back-off like any other gear failure; on stop it is cancelled.
+
+    `tracer` and `meter` are OpenTelemetry's (API objects): the rack's when its telemetry is on,
+    no-ops otherwise. The rack already traces each message the gear processes and counts its
+    `stats`; a span the gear starts while processing is a child of that message's span.
     """
 
-    __slots__ = ("_task_group", "_tasks", "config", "ids", "log", "name", "rack", "stats")
+    __slots__ = (
+        "_meter", "_task_group", "_tasks", "_tracer", "config", "ids", "log", "name", "rack",
+        "stats",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -76,6 +90,8 @@ class GearContext(Generic[ConfigT]):
         rack: str = "standalone",
         log: logging.Logger | None = None,
         stats: GearStats | None = None,
+        tracer: Tracer | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -85,6 +101,27 @@ class GearContext(Generic[ConfigT]):
         self.stats = stats or GearStats()
         self._task_group = task_group
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._tracer = tracer
+        self._meter = meter
+
+    @property
+    def tracer(self) -> Tracer:
+        """OpenTelemetry tracer for the gear's own spans (a no-op one when telemetry is off)."""
+        if self._tracer is None:
+            from opentelemetry.trace import NoOpTracer
+
+            self._tracer = NoOpTracer()
+        return self._tracer
+
+    @property
+    def meter(self) -> Meter:
+        """OpenTelemetry meter for the gear's own instruments (a no-op one when telemetry is
+        off). Plain counters in `stats` are exported too, and cost less per message."""
+        if self._meter is None:
+            from opentelemetry.metrics import NoOpMeter
+
+            self._meter = NoOpMeter(f"fluxrig.gear.{self.name}")
+        return self._meter
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str = "") -> asyncio.Task[Any]:
         """Run `coro` in this gear's task scope (cancelled when the gear stops)."""

@@ -4,25 +4,35 @@ Fan-out: a port wired to several inputs sends each one its own copy. An output p
 drops the message and counts it (`dropped`), which is how a gear's unused outputs behave.
 The routing table can be swapped while the gear runs (`rewire`), so a wiring change during a
 reload does not restart the gear.
+
+Live taps (`rack.tap`) see a port's messages when `taps` names that port: each gets a snapshot
+offered without waiting (`Tap.offer`). `taps` is None while no tap listens to this gear, so the
+hot path pays one attribute check for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from rack.gear.base import DEFAULT_OUT
 from rack.gear.context import GearStats
 from rack.model.fluxmsg import FluxMsg
 from rack.wires.base import DurableOutlet, Outlet
 
+if TYPE_CHECKING:
+    from rack.tap.tap import Tap
+
 Routes = Mapping[str, tuple[Outlet, ...]]
 
 
 class Router:
     """`durable` is True when some output goes to a durable (standard) wire (read-only: set by
-    `rewire`; a plain attribute because the gear's runner reads it once per message)."""
+    `rewire`; a plain attribute because the gear's runner reads it once per message).
+    `taps`: port → the live taps listening there, None when there are none (set by
+    `rack.tap.TapRegistry`)."""
 
-    __slots__ = ("_durable", "_routes", "durable", "gear", "stats")
+    __slots__ = ("_durable", "_routes", "durable", "gear", "stats", "taps")
 
     def __init__(self, gear: str, routes: Routes, stats: GearStats) -> None:
         self.gear = gear
@@ -30,6 +40,7 @@ class Router:
         self._routes: dict[str, tuple[Outlet, ...]] = {}
         self._durable: tuple[DurableOutlet, ...] = ()
         self.durable = False
+        self.taps: dict[str, tuple[Tap, ...]] | None = None
         self.rewire(routes)
 
     def rewire(self, routes: Routes) -> None:
@@ -53,6 +64,9 @@ class Router:
             self.stats.dropped += 1
             return True
         self.stats.msgs_out += 1
+        if self.taps is not None:
+            for tap in self.taps.get(port, ()):
+                tap.offer(msg)
         if len(outlets) == 1:
             return outlets[0].put(msg)
         room = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rack.errors import MessageLimitError
 from rack.gear.base import ERROR_PORT, Gear, normalize_output
@@ -21,6 +21,9 @@ from rack.model.ids import FluxIdGenerator
 from rack.model.scenario import GearPlan
 from rack.runtime.router import Router
 from rack.wires.memory import Ack, Inbox
+
+if TYPE_CHECKING:
+    from rack.telemetry.tracing import GearProbe
 
 MAX_REASON = 500
 DEFER_MAX = 256  # durable acks held back until the outputs they depend on are stored
@@ -56,6 +59,7 @@ class GearSlot:
         rack: str,
         ids: FluxIdGenerator,
         backoff: Backoff,
+        probe: GearProbe | None = None,
     ) -> None:
         self.plan = plan
         self.inbox = inbox
@@ -65,6 +69,7 @@ class GearSlot:
         self.stats = GearStats()
         self.router = Router(plan.name, {}, self.stats)
         self.log = logging.getLogger(f"fluxrig.gear.{plan.name}")
+        self.probe = probe  # telemetry (rack.telemetry.tracing), None when it is off
         self.ready = asyncio.Event()
         self.gear: Gear[Any] | None = None
         self.last_error: str = ""
@@ -117,6 +122,7 @@ class GearSlot:
         gear = self.plan.gear_cls()
         self.gear = gear
         self._quit = asyncio.Event()
+        probe = self.probe
         async with asyncio.TaskGroup() as tg:
             ctx: GearContext[Any] = GearContext(
                 name=self.name,
@@ -126,13 +132,17 @@ class GearSlot:
                 rack=self.rack,
                 log=self.log,
                 stats=self.stats,
+                tracer=probe.tracer if probe is not None else None,
+                meter=probe.meter if probe is not None else None,
             )
             try:
                 await gear.init(ctx)
-                await gear.start(self.router)
+                await gear.start(self.router if probe is None else probe.emitter(self.router))
                 if self._draining:
                     await gear.drain()
                 self._consumer = tg.create_task(self._consume(gear), name=f"{self.name}:consume")
+                if probe is not None:
+                    probe.consumer = self._consumer
                 self.ready.set()
                 self.log.debug("gear '%s' started", self.name)
                 await self._stop.wait()
@@ -157,7 +167,8 @@ class GearSlot:
 
     async def _consume(self, gear: Gear[Any]) -> None:
         inbox, router, stats, quit_ = self.inbox, self.router, self.stats, self._quit
-        process = gear.process
+        process, probe, clock = gear.process, self.probe, time.perf_counter
+        record = probe.durations.record if probe is not None else _no_record
         while not quit_.is_set():
             # Under load the inbox is rarely empty: take without creating a coroutine per message.
             item = inbox.get_nowait()
@@ -165,11 +176,23 @@ class GearSlot:
             self._busy = True
             stats.msgs_in += 1
             processed = False
+            child = ""  # with telemetry: the trace context this hop's outputs carry
             try:
-                result = await process(msg, port)
+                if probe is None:
+                    result = await process(msg, port)
+                else:  # one histogram record per message; a span only for traced ones
+                    parent = msg.trace
+                    child = probe.begin(msg, port) if parent else ""
+                    started = clock()
+                    result = await process(msg, port)
+                    record(clock() - started)
+                    if child:
+                        probe.end()
                 processed = True
                 if result is not None:
                     for out_port, out in normalize_output(result):
+                        if child and (not out.trace or out.trace == parent):
+                            out.trace = child
                         if not router(out, out_port):
                             await router.ready()
                 if ack is not None:
@@ -180,6 +203,8 @@ class GearSlot:
                     else:
                         await ack.ok()
             except asyncio.CancelledError:
+                if probe is not None and child and not processed:
+                    probe.end()
                 # Cancelled mid-message (gear crash or forced stop): give it back to the inbox
                 # so the next instance processes it (at-least-once rather than lost).
                 if processed:
@@ -189,6 +214,11 @@ class GearSlot:
                 self._busy = False
                 raise
             except Exception as exc:
+                if probe is not None and not processed:
+                    record(clock() - started)
+                    if child:
+                        probe.end(exc)
+                        msg.trace = child  # on the error port: a child of the failed hop
                 if ack is not None and not processed:
                     await self._failed_durable(msg, port, exc, ack)
                 else:
@@ -263,6 +293,10 @@ class GearSlot:
         self._stop.set()
         if self.task is not None:
             await asyncio.wait([self.task])
+
+
+def _no_record(seconds: float) -> None:
+    """The duration histogram of a gear when telemetry is off."""
 
 
 def _describe(exc: BaseException) -> str:

@@ -131,6 +131,14 @@ class StandardWires:
             if route not in self._inlets:
                 self._inlets[route] = await link.forward(cross)
 
+    def pending(self) -> dict[str, int]:
+        """Per publishing port (`gear.port`): messages put and not yet stored by the stream.
+        Safe to call from another thread (the telemetry's reader)."""
+        return {
+            str(source): getattr(outlet, "pending", 0)
+            for source, outlet in list(self._outlets.items())
+        }
+
     def stats(self) -> dict[str, Any]:
         """The link's counters, per wire consumed here included (`JetStreamLink.stats`)."""
         return self.link.stats() if self.link is not None else {}

@@ -233,6 +233,8 @@ class JetStreamInlet:
             await self._dead_letter(delivery, f"malformed payload: {exc}")
             return
         delivery.msg_id = flux.id
+        if not flux.trace and msg.headers:  # a producer that put its trace in the header only
+            flux.trace = msg.headers.get("traceparent", "")
         if attempt > self._max_attempts:
             reason = self._reasons.get(seq) or (
                 f"not acknowledged within ack_wait ({self.options.ack_wait:g}s) "

@@ -1,0 +1,161 @@
+"""Telemetry overhead: the TCP hot-path echo scenario with telemetry off and on, in the same run.
+
+    python bench/telemetry_overhead.py [--rounds 3] [--messages 20000] [--pipelined 400000]
+                                       [--ratio R] [--hub mixer|dummy]
+
+The rack (`fluxrig run`, the echo scenario of bench/tcp_hotpath.py) runs alternately with
+FLUXRIG_TELEMETRY=false and with telemetry exporting over OTLP/HTTP to a local receiver in its
+own process: the mixer's `TelemetryHub` (DuckDB; the default) or a dummy aiohttp server
+answering 200. Each round measures both (order alternating); the medians are compared.
+Telemetry "on" uses the rack's defaults (sampling `trace_ratio`, unless --ratio) and exports
+metrics every `--metric-interval` ms (default 1000: harsher than the SDK's 60 s, so that
+collections happen during the measurement).
+Target (issue 6): throughput with telemetry ≥ 85% of without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import uvloop
+from tcp_hotpath import ECHO_SCENARIO, pipelined, round_trips, start
+
+BUDGET = 0.85
+
+
+async def _serve_hub(state: Path) -> None:
+    from mixer.telemetry import TelemetryHub, TelemetrySection
+
+    section = TelemetrySection(grpc_port=0, http_port=0)
+    async with TelemetryHub(section, state) as hub:
+        print(f"listening on 127.0.0.1:{hub.http_port}", flush=True)
+        await asyncio.Event().wait()
+
+
+async def _serve_dummy() -> None:
+    from aiohttp import web
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_post("/v1/{signal}", accept)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"listening on 127.0.0.1:{port}", flush=True)
+    await asyncio.Event().wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(cmd: list[str], env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
+    proc, port = start(cmd, env=env)
+    try:
+        samples = uvloop.run(round_trips(port, args.messages, args.size))
+        q = statistics.quantiles(samples, n=100)
+        cpu = _cpu_seconds(proc.pid)
+        rate = uvloop.run(pipelined(port, args.pipelined, args.size))
+        cpu = (_cpu_seconds(proc.pid) - cpu) / args.pipelined * 1e6
+        return {"p50": q[49], "p99": q[98], "rate": rate, "cpu": cpu}
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument("--pipelined", type=int, default=400_000)
+    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--ratio", type=float, help="trace_ratio (default: the rack's default)")
+    ap.add_argument("--hub", choices=["mixer", "dummy"], default="mixer")
+    ap.add_argument("--metric-interval", type=int, default=1000, help="ms between exports")
+    ap.add_argument("--serve", choices=["mixer", "dummy"], help=argparse.SUPPRESS)
+    ap.add_argument("--state", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve == "mixer":
+        asyncio.run(_serve_hub(args.state))
+        return
+    if args.serve == "dummy":
+        asyncio.run(_serve_dummy())
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = Path(tmp) / "echo.yaml"
+        scenario.write_text(ECHO_SCENARIO)
+        hub_cmd = [sys.executable, __file__, "--serve", args.hub, "--state", str(Path(tmp) / "hub")]
+        hub, hub_port = start(hub_cmd)
+        rack = [sys.executable, "-m", "rack.cli", "run", str(scenario), "--no-watch",
+                "--log-level", "INFO"]  # fmt: skip
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLUXRIG_"))}
+        base["FLUXRIG_STATE_DIR"] = str(Path(tmp) / "rack")
+        envs = {
+            "off": {**base, "FLUXRIG_TELEMETRY": "false"},
+            "on": {
+                **base,
+                "FLUXRIG_TELEMETRY": "true",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hub_port}",
+                "OTEL_METRIC_EXPORT_INTERVAL": str(args.metric_interval),
+            },
+        }
+        if args.ratio is not None:
+            envs["on"]["FLUXRIG_TRACE_RATIO"] = str(args.ratio)
+        results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+        try:
+            for n in range(args.rounds):
+                for mode in ("off", "on") if n % 2 == 0 else ("on", "off"):
+                    result = _measure(rack, envs[mode], args)
+                    results[mode].append(result)
+                    print(f"round {n + 1} telemetry {mode:3}: {result['rate']:10,.0f} msg/s  "
+                          f"p50 {result['p50']:7.1f} µs  p99 {result['p99']:8.1f} µs  "
+                          f"rack CPU {result['cpu']:5.2f} µs/msg", flush=True)  # fmt: skip
+        finally:
+            hub.terminate()
+            hub.wait()
+    _report(results, args)
+
+
+def _report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    med = {
+        mode: {
+            key: statistics.median(r[key] for r in runs) for key in ("rate", "p50", "p99", "cpu")
+        }
+        for mode, runs in results.items()
+    }
+    off, on = med["off"], med["on"]
+    ratio = "default" if args.ratio is None else f"{args.ratio:g}"
+    print(f"\ntelemetry overhead, echo scenario, {args.size}-byte frames, cpus={os.cpu_count()}, "
+          f"receiver {args.hub}, trace ratio {ratio}, median of {args.rounds}")  # fmt: skip
+    print(f"{'':28}{'off':>12}{'on':>12}{'on/off':>9}")
+    print(f"{'pipelined 4 conns (msg/s)':28}{off['rate']:12,.0f}{on['rate']:12,.0f}"
+          f"{on['rate'] / off['rate']:8.2f}x")  # fmt: skip
+    for key in ("p50", "p99"):
+        print(f"{'round trip ' + key + ' (µs)':28}{off[key]:12.1f}{on[key]:12.1f}"
+              f"{on[key] / off[key]:8.2f}x")  # fmt: skip
+    if off["cpu"]:
+        print(f"{'rack CPU per message (µs)':28}{off['cpu']:12.2f}{on['cpu']:12.2f}"
+              f"{on['cpu'] / off['cpu']:8.2f}x")  # fmt: skip
+    met = on["rate"] >= BUDGET * off["rate"]
+    print(f"target throughput on ≥ {BUDGET:.0%} of off: {'met' if met else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
