@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ __all__ = ["Telemetry"]
 log = logging.getLogger("fluxrig.telemetry")
 
 _PATHS: dict[Signal, str] = {"traces": "/v1/traces", "metrics": "/v1/metrics"}
+SCHEDULE_DELAY_MS = 500.0  # spans are handed to the outbox at least this often (see below)
 
 
 class Telemetry:
@@ -73,7 +75,9 @@ class Telemetry:
         metric_lane = MetricLane(self.outbox, metrics, _target(metrics), self.metrics.extend)
         self.outbox.add(span_lane)
         self.outbox.add(metric_lane)
-        self.tracer_provider.add_span_processor(BatchSpanProcessor(span_lane))
+        self.tracer_provider.add_span_processor(
+            BatchSpanProcessor(span_lane, schedule_delay_millis=_schedule_delay())
+        )
         self.meter_provider = MeterProvider(
             metric_readers=[PeriodicExportingMetricReader(metric_lane)],
             resource=self.resource,
@@ -134,6 +138,15 @@ class Telemetry:
 def _resolve(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)
+
+
+def _schedule_delay() -> float | None:
+    """OTEL_BSP_SCHEDULE_DELAY when set (None: the SDK reads it), else SCHEDULE_DELAY_MS.
+
+    Finished spans wait in the processor's queue as Python objects (~11 each that the garbage
+    collector tracks): with the SDK's 5 s default, at 0.1% of 150k messages/s, ~1500 spans wait,
+    and every full collection walks their ~16k objects (+0.4 µs per message on the test VM)."""
+    return None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip() else SCHEDULE_DELAY_MS
 
 
 def _resource(rack: Rack) -> Resource:
