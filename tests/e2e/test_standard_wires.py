@@ -70,10 +70,13 @@ async def test_kill_9_mid_stream_loses_nothing(tmp_path: Path, nats_server: Nats
     try:
         await rack.ready()  # the stream exists now
         msgs = make_msgs(10_000)
-        await publish(nats_server.url, msgs)
+        # Kill while the stream is still being fed (a fast rack would otherwise finish a
+        # pre-published batch before the kill); JetStream keeps what the publisher stores.
+        feeding = asyncio.create_task(publish(nats_server.url, msgs))
         await wait_lines(record, 1_000)
         rack.signal(signal.SIGKILL)
         assert await rack.wait() == -signal.SIGKILL
+        await feeding
         before = len(set(lines(record)))
         assert before < 10_000, "the rack finished before it could be killed mid-stream"
 
