@@ -6,7 +6,10 @@
 The rack (`fluxrig run`, the echo scenario of bench/tcp_hotpath.py) runs alternately with
 FLUXRIG_TELEMETRY=false and with telemetry exporting over OTLP/HTTP to a local receiver in its
 own process: the mixer's `TelemetryHub` (DuckDB; the default) or a dummy aiohttp server
-answering 200. Each round measures both (order alternating); the medians are compared.
+answering 200. Each round measures both, back to back (order alternating); reported: the
+medians, and the median of the rounds' on/off ratios (pairs measured a few seconds apart are
+less exposed to a noisy VM than medians of separate runs), and the rack's CPU time per message
+(all its threads, from /proc: Linux only).
 Telemetry "on" uses the rack's defaults (sampling `trace_ratio`, unless --ratio) and exports
 metrics every `--metric-interval` ms (default 1000: harsher than the SDK's 60 s, so that
 collections happen during the measurement).
@@ -134,6 +137,9 @@ def main() -> None:
 
 
 def _report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
+    paired = statistics.median(
+        on["rate"] / off["rate"] for on, off in zip(results["on"], results["off"], strict=True)
+    )
     med = {
         mode: {
             key: statistics.median(r[key] for r in runs) for key in ("rate", "p50", "p99", "cpu")
@@ -153,7 +159,8 @@ def _report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace
     if off["cpu"]:
         print(f"{'rack CPU per message (µs)':28}{off['cpu']:12.2f}{on['cpu']:12.2f}"
               f"{on['cpu'] / off['cpu']:8.2f}x")  # fmt: skip
-    met = on["rate"] >= BUDGET * off["rate"]
+    print(f"{'throughput on/off, median of the rounds':40}{paired:8.2f}x")
+    met = paired >= BUDGET
     print(f"target throughput on ≥ {BUDGET:.0%} of off: {'met' if met else 'NOT met'}")
 
 

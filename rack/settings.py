@@ -135,21 +135,28 @@ class RackSettings(BaseSettings):
         "set, off otherwise. See docs/telemetry.md.",
     )
     trace_ratio: float = Field(
-        default=0.001,
+        default=0.01,
         ge=0,
         le=1,
         description="Fraction of the messages entering the rack (emitted by an I/O gear or a "
         "generator) that are traced; a traced message is traced through every gear, wire and "
-        "rack it crosses; a span costs far more than an untraced message (docs/telemetry.md). "
-        "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG override it.",
+        "rack it crosses. OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG override it.",
+    )
+    trace_rate_limit: float = Field(
+        default=20.0,
+        ge=0,
+        description="At most this many new traces per second on the rack, whatever the ratio: "
+        "a traced message costs the rack ~0.2 ms per span, so this bounds tracing's share of "
+        "a busy rack's CPU (0 = no limit).",
     )
     telemetry_buffer: int = Field(
-        default=10_000,
+        default=2048,
         ge=1,
-        le=10_000_000,
+        le=1_000_000,
         description="Spans (and, separately, metric data points) kept while the OTLP endpoint "
         "cannot be reached; past it the oldest are dropped and counted "
-        "(`fluxrig.telemetry.dropped`). Sent when the endpoint is back.",
+        "(`fluxrig.telemetry.dropped`). Sent when the endpoint is back. Each kept span is ~11 "
+        "objects the garbage collector walks: a large buffer slows a busy rack during outages.",
     )
     telemetry_stop_timeout: float = Field(
         default=5.0,

@@ -34,6 +34,7 @@ from rack.telemetry.outbox import Outbox, SpanLane
 from rack.telemetry.tracing import (
     GearProbe,
     RootIds,
+    TraceBudget,
     Tracing,
     format_traceparent,
     parse_traceparent,
@@ -197,13 +198,15 @@ class _Router:
         pass
 
 
-def _probe(ratio: float) -> tuple[GearProbe, InMemorySpanExporter]:
+def _probe(ratio: float, rate_limit: float = 0.0) -> tuple[GearProbe, InMemorySpanExporter]:
     memory = InMemorySpanExporter()
     ids = RootIds()
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)), id_generator=ids,
                               shutdown_on_exit=False)  # fmt: skip
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    config = TelemetryConfig(enabled=True, reason="test", protocols={}, endpoints={}, ratio=ratio)
+    config = TelemetryConfig(
+        enabled=True, reason="test", protocols={}, endpoints={}, ratio=ratio, rate_limit=rate_limit
+    )
     tracing = Tracing(provider.get_tracer("test"), ids, config)
     tracing.use_scenario("s", "abc")
     probe = GearProbe("gw", tracing, tracer=provider.get_tracer("gear"), meter=None)  # type: ignore[arg-type]
@@ -229,6 +232,20 @@ def test_the_root_decision_keeps_the_ratio_and_the_sdk_agrees() -> None:
     assert span.attributes[names.GEAR] == "gw"
     assert span.attributes[names.SCENARIO] == "s"
     assert span.attributes[names.SCENARIO_HASH] == "abc"
+
+
+def test_the_rate_limit_caps_new_traces_whatever_the_ratio() -> None:
+    probe, memory = _probe(1.0, rate_limit=5)
+    router = _Router()
+    emit = probe.emitter(router)
+    for n in range(100):  # in far less than a second: the burst, one second's worth
+        emit(FluxMsg(n + 1))
+    assert sum(bool(m.trace) for m in router.sent) == 5
+    assert len(memory.get_finished_spans()) == 5
+    budget = TraceBudget(2)
+    budget.stamp -= 10  # ten seconds later: refilled, up to the burst
+    assert [budget.take() for _ in range(3)] == [True, True, False]
+    assert all(TraceBudget(0).take() for _ in range(1000))  # 0: no limit
 
 
 async def test_a_hop_is_the_child_of_the_message_and_the_parent_of_what_it_emits() -> None:

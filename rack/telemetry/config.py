@@ -58,8 +58,9 @@ class TelemetryConfig:
     protocols: dict[Signal, Protocol]
     endpoints: dict[Signal, str | None]
     sampler: str = DEFAULT_SAMPLER
-    ratio: float = 0.001
-    buffer: int = 10_000
+    ratio: float = 0.01
+    rate_limit: float = 20.0
+    buffer: int = 2048
     stop_timeout: float = 5.0
 
     @property
@@ -90,6 +91,7 @@ class TelemetryConfig:
             endpoints=endpoints,
             sampler=sampler,
             ratio=ratio,
+            rate_limit=settings.trace_rate_limit,
             buffer=settings.telemetry_buffer,
             stop_timeout=settings.telemetry_stop_timeout,
         )
@@ -102,7 +104,8 @@ class TelemetryConfig:
             for signal in ("traces", "metrics")
         }
         sampling = f"{self.sampler} ({self.ratio:g})" if self.known_sampler else self.sampler
-        return f"{'; '.join(sorted(where))}; sampler {sampling}"
+        limit = f", at most {self.rate_limit:g} new traces/s" if self.rate_limit else ""
+        return f"{'; '.join(sorted(where))}; sampler {sampling}{limit}"
 
 
 def _get(env: Mapping[str, str], name: str) -> str:

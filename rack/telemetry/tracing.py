@@ -3,8 +3,10 @@
 - A message a gear emits on its own (`emit` outside `process`: a TCP frame, a generated
   message) starts a trace, or not: the root sampling decision (`random() < ratio`, then a trace
   id drawn so the SDK's ratio sampler agrees) costs ~0.1 µs, and an unsampled message stays
-  without trace context. A sampled one gets a short span `<gear> ingress` (kind PRODUCER) and
-  carries its traceparent.
+  without trace context. On top of the ratio, `TraceBudget` lets at most `trace_rate_limit` new
+  traces per second through: a traced message costs ~0.2 ms of CPU per span (the SDK's span
+  objects, their OTLP encoding), so under load the limit, not the ratio, bounds that cost. A
+  sampled one gets a short span `<gear> ingress` (kind PRODUCER) and carries its traceparent.
 - A gear processing a message that carries a sampled traceparent gets a span `<gear>` (kind
   CONSUMER), the child of that traceparent; every message it returns or emits while processing
   carries the hop's traceparent instead (so the next hop is its child), on memory wires, in the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 from asyncio import current_task
 from random import getrandbits, random, randrange
+from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "GearProbe",
     "RootIds",
+    "TraceBudget",
     "Tracing",
     "format_traceparent",
     "parse_traceparent",
@@ -105,6 +109,7 @@ class Tracing:
         self.ratio = config.ratio if self.known else 1.0
         self.bound = round(self.ratio * _U64)
         self.parent_based = config.parent_based
+        self.budget = TraceBudget(config.rate_limit)
         self.scenario = ""
         self.attributes: dict[str, str] = {}
 
@@ -122,6 +127,31 @@ class Tracing:
             trace_id = (getrandbits(64) << 64) | low
             if trace_id:
                 return trace_id
+
+
+class TraceBudget:
+    """At most `rate` new traces per second (bursts of up to a second's worth); 0: no limit.
+
+    Consulted only for messages the ratio already chose, on the event loop (no lock)."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(rate, 1.0)
+        self.tokens = self.burst
+        self.stamp = monotonic()
+
+    def take(self) -> bool:
+        if not self.rate:
+            return True
+        now = monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class GearProbe:
@@ -216,9 +246,9 @@ class GearProbe:
         if task is self.consumer:
             msg.trace = self.current
             return None
-        if not sampled:  # a traced hop is in progress, but this was not emitted by it
-            return None
         tracing = self.tracing
+        if not sampled or not tracing.budget.take():
+            return None
         try:
             if tracing.known:
                 tracing.ids.next_trace_id = tracing.draw_trace_id()

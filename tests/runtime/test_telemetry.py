@@ -57,7 +57,11 @@ async def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
 
 
 def settings(tmp_path: Path, **values: Any) -> RackSettings:
-    return RackSettings(state_dir=tmp_path / "rack", nats_port=0, grace_period=2, **values)
+    """Every message traced when `trace_ratio` is 1: no rate limit unless a test sets one."""
+    return RackSettings(
+        **{"state_dir": tmp_path / "rack", "nats_port": 0, "grace_period": 2,
+           "trace_rate_limit": 0, **values}
+    )  # fmt: skip
 
 
 def echo(*, standard: bool) -> Blueprint:
@@ -434,6 +438,7 @@ async def test_a_managed_rack_exports_nothing_while_pending_then_to_its_mixer(
         await mixer.orchestrator.activate("echo:1.0.0")
         rack_settings = RackSettings(state_dir=tmp_path / "edge", nats_port=0,
                                      mixer_url=mixer.nats_url, trace_ratio=1.0)  # fmt: skip
+        # (the default rate limit, 20 new traces/s, lets this test's one request through)
         async with Rack(rack_settings, name="edge-p") as rack:
             assert rack.telemetry_config.enabled  # managed: on by default
             agent: ScenarioAgent | None = None
