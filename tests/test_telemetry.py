@@ -430,3 +430,14 @@ def test_closing_during_an_outage_does_not_wait(caplog: pytest.LogCaptureFixture
     assert not outbox.close(5.0)
     assert time.monotonic() - started < 1.0
     assert any("10 items dropped at stop" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("ratio", "traced"), [(0.0, 0), (1.0, 500)])
+def test_ratios_zero_and_one_trace_nothing_and_everything(ratio: float, traced: int) -> None:
+    probe, memory = _probe(ratio)
+    router = _Router()
+    emit = probe.emitter(router)
+    for n in range(500):
+        emit(FluxMsg(n + 1))
+    assert sum(bool(m.trace) for m in router.sent) == traced
+    assert len(memory.get_finished_spans()) == traced

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 MAX_REASON = 500
 DEFER_MAX = 256  # durable acks held back until the outputs they depend on are stored
+QUICK_MERGE = 1024  # first-bucket durations counted locally before they reach the histogram
 
 
 class Backoff:
@@ -168,63 +169,91 @@ class GearSlot:
     async def _consume(self, gear: Gear[Any]) -> None:
         inbox, router, stats, quit_ = self.inbox, self.router, self.stats, self._quit
         process, probe, clock = gear.process, self.probe, time.perf_counter
-        record = probe.durations.record if probe is not None else _no_record
-        while not quit_.is_set():
-            # Under load the inbox is rarely empty: take without creating a coroutine per message.
-            item = inbox.get_nowait()
-            port, msg, ack = item if item is not None else await inbox.get()
-            self._busy = True
-            stats.msgs_in += 1
-            processed = False
-            child = ""  # with telemetry: the trace context this hop's outputs carry
-            try:
-                if probe is None:
-                    result = await process(msg, port)
-                else:  # one histogram record per message; a span only for traced ones
-                    parent = msg.trace
-                    child = probe.begin(msg, port) if parent else ""
-                    started = clock()
-                    result = await process(msg, port)
-                    record(clock() - started)
-                    if child:
+        durations = probe.durations if probe is not None else None
+        record = durations.record if durations is not None else _no_record
+        merge = durations.merge if durations is not None else _no_merge
+        first = durations.first if durations is not None else 0.0
+        # With telemetry: durations of the histogram's first bucket (a fast gear's usual case)
+        # are counted in these locals and merged into the histogram when the inbox runs dry or
+        # every QUICK_MERGE messages: ~0.1 µs less per message than a `record` call.
+        quick, quick_sum, quick_min, quick_max = 0, 0.0, first, 0.0
+        try:
+            while not quit_.is_set():
+                # Under load the inbox is rarely empty: take without a coroutine per message.
+                item = inbox.get_nowait()
+                if item is None:
+                    if quick:
+                        merge(quick, quick_sum, quick_min, quick_max)
+                        quick, quick_sum, quick_min, quick_max = 0, 0.0, first, 0.0
+                    item = await inbox.get()
+                port, msg, ack = item
+                self._busy = True
+                stats.msgs_in += 1
+                processed = False
+                child = ""  # with telemetry: the trace context this hop's outputs carry
+                try:
+                    if probe is None:
+                        result = await process(msg, port)
+                    else:  # one histogram record per message; a span only for traced ones
+                        parent = msg.trace
+                        child = probe.begin(msg, port) if parent else ""
+                        started = clock()
+                        result = await process(msg, port)
+                        elapsed = clock() - started
+                        if elapsed <= first:
+                            quick += 1
+                            quick_sum += elapsed
+                            if elapsed > quick_max:
+                                quick_max = elapsed
+                            if elapsed < quick_min:
+                                quick_min = elapsed
+                            if quick >= QUICK_MERGE:
+                                merge(quick, quick_sum, quick_min, quick_max)
+                                quick, quick_sum, quick_min, quick_max = 0, 0.0, first, 0.0
+                        else:
+                            record(elapsed)
+                        if child:
+                            probe.end()
+                    processed = True
+                    if result is not None:
+                        for out_port, out in normalize_output(result):
+                            if child and (not out.trace or out.trace == parent):
+                                out.trace = child
+                            if not router(out, out_port):
+                                await router.ready()
+                    if ack is not None:
+                        if router.durable:  # ack once the outputs are stored (deferred, batched)
+                            self._deferred.append(ack)
+                            if len(self._deferred) >= DEFER_MAX or not len(inbox):
+                                await self._settle_deferred()
+                        else:
+                            await ack.ok()
+                except asyncio.CancelledError:
+                    if probe is not None and child and not processed:
                         probe.end()
-                processed = True
-                if result is not None:
-                    for out_port, out in normalize_output(result):
-                        if child and (not out.trace or out.trace == parent):
-                            out.trace = child
-                        if not router(out, out_port):
-                            await router.ready()
-                if ack is not None:
-                    if router.durable:  # ack once the outputs are stored (deferred, batched)
-                        self._deferred.append(ack)
-                        if len(self._deferred) >= DEFER_MAX or not len(inbox):
-                            await self._settle_deferred()
+                    # Cancelled mid-message (gear crash or forced stop): give it back to the inbox
+                    # so the next instance processes it (at-least-once rather than lost).
+                    if processed:
+                        inbox.done()
                     else:
-                        await ack.ok()
-            except asyncio.CancelledError:
-                if probe is not None and child and not processed:
-                    probe.end()
-                # Cancelled mid-message (gear crash or forced stop): give it back to the inbox
-                # so the next instance processes it (at-least-once rather than lost).
-                if processed:
-                    inbox.done()
-                else:
-                    inbox.requeue(port, msg, ack)
+                        inbox.requeue(port, msg, ack)
+                    self._busy = False
+                    raise
+                except Exception as exc:
+                    if probe is not None and not processed:
+                        record(clock() - started)
+                        if child:
+                            probe.end(exc)
+                            msg.trace = child  # on the error port: a child of the failed hop
+                    if ack is not None and not processed:
+                        await self._failed_durable(msg, port, exc, ack)
+                    else:
+                        self._failed(msg, port, exc)
                 self._busy = False
-                raise
-            except Exception as exc:
-                if probe is not None and not processed:
-                    record(clock() - started)
-                    if child:
-                        probe.end(exc)
-                        msg.trace = child  # on the error port: a child of the failed hop
-                if ack is not None and not processed:
-                    await self._failed_durable(msg, port, exc, ack)
-                else:
-                    self._failed(msg, port, exc)
-            self._busy = False
-            inbox.done()
+                inbox.done()
+        finally:  # what was counted locally, also when cancelled
+            if quick:
+                merge(quick, quick_sum, quick_min, quick_max)
         if self._deferred:
             await self._settle_deferred()
 
@@ -293,6 +322,10 @@ class GearSlot:
         self._stop.set()
         if self.task is not None:
             await asyncio.wait([self.task])
+
+
+def _no_merge(count: int, total: float, low: float, high: float) -> None:
+    """`Durations.merge` when telemetry is off (never called: nothing is counted)."""
 
 
 def _no_record(seconds: float) -> None:

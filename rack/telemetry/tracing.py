@@ -1,9 +1,10 @@
 """Traces: one span per fluxMsg hop, the W3C trace context carried in `FluxMsg.trace`.
 
 - A message a gear emits on its own (`emit` outside `process`: a TCP frame, a generated
-  message) starts a trace, or not: the root sampling decision (`random() < ratio`, then a trace
-  id drawn so the SDK's ratio sampler agrees) costs ~0.1 µs, and an unsampled message stays
-  without trace context. On top of the ratio, `TraceBudget` lets at most `trace_rate_limit` new
+  message) starts a trace, or not: the root sampling decision (a countdown to the next message
+  the ratio picks, redrawn from the geometric distribution at each pick, then a trace id drawn so
+  the SDK's ratio sampler agrees) costs a decrement, and an unsampled message stays without
+  trace context. On top of the ratio, `TraceBudget` lets at most `trace_rate_limit` new
   traces per second through: a traced message costs ~0.2 ms of CPU per span (the SDK's span
   objects, their OTLP encoding), so under load the limit, not the ratio, bounds that cost. A
   sampled one gets a short span `<gear> ingress` (kind PRODUCER) and carries its traceparent.
@@ -21,6 +22,7 @@ by the SDK from OTEL_TRACES_SAMPLER and consulted for every message (correct, sl
 from __future__ import annotations
 
 import logging
+import math
 from asyncio import current_task
 from random import getrandbits, random, randrange
 from time import monotonic
@@ -62,6 +64,7 @@ __all__ = [
 log = logging.getLogger("fluxrig.telemetry")
 
 _U64 = 1 << 64
+_NEVER = 1 << 62  # a countdown that never ends (ratio 0)
 _ROOT = Context()  # no current span: a new trace
 _NOT_A_TASK = object()  # `consumer` before the gear's consumer task exists
 
@@ -238,7 +241,7 @@ class GearProbe:
     def stamp(self, msg: FluxMsg, port: str, sampled: bool) -> Span | None:
         """Trace context for a message without one: the hop's when emitted while processing,
         else a new trace (sampled: returns its ingress span, to end once the message is sent).
-        `sampled`: the caller's root decision (`random() < ratio`)."""
+        `sampled`: the caller's root decision (the ratio picked this message)."""
         try:
             task = current_task()
         except RuntimeError:  # not on the event loop (a gear's thread): not while processing
@@ -280,13 +283,21 @@ def traced_emitter(router: Emitter, probe: GearProbe) -> Emitter:
     (`send` and `ready` are attributes of the function, as the `Emitter` protocol asks)."""
     route = router.__call__
     ratio = probe.ratio
+    gap = _gap(ratio)  # messages until the next one the ratio samples (geometric: Bernoulli)
 
     def emit(msg: FluxMsg, port: str = DEFAULT_OUT) -> bool:
-        # Fast path, most messages: a new trace would not be sampled, and no traced hop is in
-        # progress (emitted while processing an untraced message: untraced too).
-        if msg.trace or (random() >= ratio and not probe.current):
+        nonlocal gap
+        if msg.trace:
             return route(msg, port)
-        span = probe.stamp(msg, port, _sampled(probe, ratio))
+        gap -= 1
+        # Fast path, most messages: not the ratio's pick, and no traced hop is in progress
+        # (emitted while processing an untraced message: untraced too).
+        if gap and not probe.current:
+            return route(msg, port)
+        sampled = not gap
+        if sampled:
+            gap = _gap(ratio)
+        span = probe.stamp(msg, port, sampled)
         if span is None:
             return route(msg, port)
         try:
@@ -295,10 +306,18 @@ def traced_emitter(router: Emitter, probe: GearProbe) -> Emitter:
             span.end()
 
     async def send(msg: FluxMsg, port: str = DEFAULT_OUT) -> None:
-        if msg.trace or (random() >= ratio and not probe.current):
+        nonlocal gap
+        if msg.trace:
             await router.send(msg, port)
             return
-        span = probe.stamp(msg, port, _sampled(probe, ratio))
+        gap -= 1
+        if gap and not probe.current:
+            await router.send(msg, port)
+            return
+        sampled = not gap
+        if sampled:
+            gap = _gap(ratio)
+        span = probe.stamp(msg, port, sampled)
         try:
             await router.send(msg, port)
         finally:
@@ -309,8 +328,12 @@ def traced_emitter(router: Emitter, probe: GearProbe) -> Emitter:
     return cast("Emitter", emit)
 
 
-def _sampled(probe: GearProbe, ratio: float) -> bool:
-    """The root decision of a message that left the fast path: with no traced hop in progress
-    only a draw below `ratio` leads here (sampled); with one, every message does, so draw again
-    (the probability stays `ratio`)."""
-    return not probe.current or random() < ratio
+def _gap(ratio: float) -> int:
+    """How many messages until the next one sampled at `ratio` (counting it): a geometric draw,
+    so sampling every message with probability `ratio` costs a decrement instead of a
+    `random()` per message. Never 0 (the countdown tests for it)."""
+    if ratio >= 1.0:
+        return 1
+    if ratio <= 0.0:
+        return _NEVER
+    return int(math.log(1.0 - random()) / math.log1p(-ratio)) + 1

@@ -206,6 +206,39 @@ async def test_unsampled_messages_are_not_traced(tmp_path: Path, hub: TelemetryH
 # -- metrics ---------------------------------------------------------------------------------------
 
 
+async def test_the_duration_histogram_counts_every_processed_message(
+    tmp_path: Path, hub: TelemetryHub
+) -> None:
+    """Fast durations are counted in the runner's locals and merged when the inbox runs dry (or
+    every QUICK_MERGE messages): none is lost, pipelined bursts included."""
+    from tests.mixer.fleet import until
+
+    async with Rack(settings(tmp_path, telemetry=True), name="edge-h") as rack:
+        await rack.apply(echo(standard=False))
+        await request(rack, 20)  # one at a time: the inbox runs dry after each
+        gear = rack.slots["gw"].gear
+        assert isinstance(gear, TcpGear)
+        reader, writer = await asyncio.open_connection(*gear.address)
+        burst = 3000  # pipelined: the inbox stays full, merges every QUICK_MERGE messages
+        writer.write(b"".join(b"b %d\n" % n for n in range(burst)))
+        await writer.drain()
+        for _ in range(burst):
+            await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        for name in ("pass", "gw"):  # gw processes the echoes it writes back
+            probe = rack.slots[name].probe
+            assert probe is not None
+            durations = probe.durations
+
+            def counted(d: Any = durations) -> bool:
+                return sum(d.counts) == 20 + burst
+
+            await until(counted, BOUND)
+            assert 0 < durations.min <= durations.max
+            assert durations.sum > 0
+
+
 async def test_gear_and_wire_metrics_with_the_duration_histogram(
     tmp_path: Path, hub: TelemetryHub
 ) -> None:
