@@ -26,11 +26,13 @@ the log under that id and never to the client.
 | MalformedRequestError              | 400  | INVALID_ARGUMENT    | malformed_request   |
 | InvalidParameterError              | 400  | INVALID_ARGUMENT    | invalid_parameter   |
 | TelemetryQueryError                | 400  | INVALID_ARGUMENT    | invalid_query       |
+| TelemetryQueryTimeoutError         | 400  | DEADLINE_EXCEEDED   | query_timeout       |
 | PayloadTooLargeError               | 413  | RESOURCE_EXHAUSTED  | payload_too_large   |
 | RequestValidationError             | 422  | INVALID_ARGUMENT    | invalid_request     |
 | ScenarioError                      | 422  | INVALID_ARGUMENT    | invalid_scenario    |
 | ServiceUnavailableError            | 503  | UNAVAILABLE         | unavailable         |
 | TelemetryBusyError (hub closed)    | 503  | UNAVAILABLE         | telemetry_unavailable |
+| TooManyTelemetryQueriesError       | 503  | UNAVAILABLE         | too_many_queries    |
 | MachineIdsExhaustedError           | 507  | RESOURCE_EXHAUSTED  | machine_ids_exhausted |
 | anything else                      | 500  | INTERNAL            | internal            |
 
@@ -43,7 +45,11 @@ activation is ABORTED: the mixer tried it and put the fleet back (one `details` 
 `racks.<name>`, and per rollback push, `rollback.<name>`); fix the cause and activate again.
 A telemetry time or trace id spelled wrong is 400 `invalid_parameter` (like a bad ref; `details`
 name the parameter), and a telemetry SQL query that is refused (not one read-only statement) or
-that DuckDB rejects is 400 `invalid_query` with DuckDB's message.
+that DuckDB rejects is 400 `invalid_query` with DuckDB's message (out of memory too: the query
+needs more than `[telemetry] query_memory_limit`). A query stopped after `[telemetry]
+query_timeout` is 400 `query_timeout` / DEADLINE_EXCEEDED: like a refused query, the same query
+will fail again — narrow it, or raise the setting. `max_concurrent_queries` queries already
+running is 503 `too_many_queries` / UNAVAILABLE: the mixer is busy, retrying shortly helps.
 """
 
 from __future__ import annotations
@@ -65,7 +71,12 @@ from mixer.errors import (
     RackNameError,
     RackNotFoundError,
 )
-from mixer.telemetry.errors import TelemetryBusyError, TelemetryQueryError
+from mixer.telemetry.errors import (
+    TelemetryBusyError,
+    TelemetryQueryError,
+    TelemetryQueryTimeoutError,
+    TooManyTelemetryQueriesError,
+)
 from rack.errors import ScenarioError, UnknownGearError
 
 log = logging.getLogger("fluxrig.mixer.api")
@@ -181,11 +192,13 @@ ERROR_TABLE: dict[type[BaseException], ErrorKind] = {
     MalformedRequestError: ErrorKind(400, "INVALID_ARGUMENT", "malformed_request"),
     InvalidParameterError: ErrorKind(400, "INVALID_ARGUMENT", "invalid_parameter"),
     TelemetryQueryError: ErrorKind(400, "INVALID_ARGUMENT", "invalid_query"),
+    TelemetryQueryTimeoutError: ErrorKind(400, "DEADLINE_EXCEEDED", "query_timeout"),
     PayloadTooLargeError: ErrorKind(413, "RESOURCE_EXHAUSTED", "payload_too_large"),
     RequestValidationError: ErrorKind(422, "INVALID_ARGUMENT", "invalid_request"),
     ScenarioError: ErrorKind(422, "INVALID_ARGUMENT", "invalid_scenario"),
     ServiceUnavailableError: ErrorKind(503, "UNAVAILABLE", "unavailable"),
     TelemetryBusyError: ErrorKind(503, "UNAVAILABLE", "telemetry_unavailable"),
+    TooManyTelemetryQueriesError: ErrorKind(503, "UNAVAILABLE", "too_many_queries"),
     MachineIdsExhaustedError: ErrorKind(507, "RESOURCE_EXHAUSTED", "machine_ids_exhausted"),
 }
 

@@ -5,6 +5,8 @@
     http_port = 4318                  # OTLP/HTTP (protobuf and JSON)
     retention_hours = 168             # Parquet partitions older than this are deleted
     forward_endpoint = "collector.example:4317"   # optional: also send everything upstream
+    query_timeout = 10                # a query running longer is interrupted
+    query_memory_limit = "512MiB"     # DuckDB memory limit of the telemetry database
 
 Data lives under `<state_dir>/telemetry/`: the DuckDB file `telemetry.duckdb` (recent rows) and
 `archive/<table>/date=YYYY-MM-DD/hour=HH/part-<uuid>.parquet` (closed hours).
@@ -12,9 +14,20 @@ Data lives under `<state_dir>/telemetry/`: the DuckDB file `telemetry.duckdb` (r
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 __all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HTTP_PORT", "ForwardProtocol", "TelemetrySection"]
 
@@ -22,6 +35,20 @@ MIB = 1024 * 1024
 DEFAULT_GRPC_PORT = 4317
 DEFAULT_HTTP_PORT = 4318
 ForwardProtocol = Literal["grpc", "http/protobuf"]
+MIN_QUERY_MEMORY = 32 * MIB  # below it DuckDB cannot even run its own statements
+SIZES = "a number of bytes, or a size with a unit: 512MB, 512MiB, 2GB, 1GiB"
+
+
+def _size(value: Any, handler: ValidatorFunctionWrapHandler) -> ByteSize:
+    """A byte size, or a ValueError that says which spellings are accepted."""
+    try:
+        size: ByteSize = handler(value)
+    except ValidationError:
+        raise ValueError(f"{value!r} is not a size: expected {SIZES}") from None
+    return size
+
+
+Size = Annotated[ByteSize, WrapValidator(_size)]
 
 
 def _port(default: int, what: str) -> Any:
@@ -119,6 +146,55 @@ class TelemetrySection(BaseModel):
     forward_timeout: float = Field(
         default=10.0, gt=0, le=600, description="Seconds one forwarded request may take."
     )
+
+    query_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds one telemetry query (SQL or canned: metrics, logs, spans, traces) "
+        "may run, waiting for the archiver included; a query still running then is interrupted "
+        "in DuckDB and answered 400 `query_timeout` / DEADLINE_EXCEEDED.",
+    )
+    max_concurrent_queries: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Telemetry queries running at once, each on a thread of its own; one more is "
+        "refused at once with 503 `too_many_queries` / UNAVAILABLE (retry shortly).",
+    )
+    query_memory_limit: Size = Field(
+        default="512MiB",
+        validate_default=True,
+        description="Memory DuckDB may use for the telemetry database (DuckDB `memory_limit`; "
+        f"{SIZES}; at least 32MiB). Shared by queries, inserts and the archiver; a query that "
+        "needs more, even after spilling to disk, fails with 400 `invalid_query` (out of memory).",
+    )
+    query_spill_limit: Size = Field(
+        default="1GiB",
+        validate_default=True,
+        description="Disk DuckDB may fill with what does not fit in `query_memory_limit` (sorts, "
+        "joins, aggregations spill to `<state_dir>/telemetry/telemetry.duckdb.tmp`; DuckDB "
+        f"`max_temp_directory_size`; {SIZES}; 0 = no spilling). Past it the query fails as out "
+        "of memory.",
+    )
+    query_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Worker threads of the telemetry database (DuckDB `threads`), shared by every "
+        "query, insert and archive run: bounds the CPU queries can take from the mixer. None: "
+        "one per CPU.",
+    )
+
+    @field_validator("query_memory_limit")
+    @classmethod
+    def _enough_memory(cls, value: ByteSize) -> ByteSize:
+        if value < MIN_QUERY_MEMORY:
+            raise ValueError(
+                f"{value.human_readable()} is too little: DuckDB needs at least 32MiB to run the "
+                "telemetry database"
+            )
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> TelemetrySection:

@@ -6,8 +6,11 @@ MixerError                         (mixer.errors)
     ├── UnsupportedMediaError      content type or encoding not spoken    → 415 / INVALID_ARGUMENT
     ├── TelemetryTooLargeError     a request exceeds `max_body_bytes`     → 413 / RESOURCE_EXHAUSTED
     ├── TelemetryBusyError         the write queue is full (retry later)  → 503 / UNAVAILABLE
+    │                              or the database is being reopened (retry the query)
     │   └── TelemetryClosedError   the hub is closed
-    └── TelemetryQueryError        a query was refused or failed
+    └── TelemetryQueryError        a query was refused or failed (out of memory too) → 400
+        ├── TelemetryQueryTimeoutError    it ran past `query_timeout`   → 400 / DEADLINE_EXCEEDED
+        └── TooManyTelemetryQueriesError  `max_concurrent_queries` run  → 503 / UNAVAILABLE
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ __all__ = [
     "TelemetryClosedError",
     "TelemetryError",
     "TelemetryQueryError",
+    "TelemetryQueryTimeoutError",
     "TelemetryTooLargeError",
+    "TooManyTelemetryQueriesError",
     "UnsupportedMediaError",
     "status_of",
 ]
@@ -43,7 +48,8 @@ class TelemetryTooLargeError(TelemetryError):
 
 
 class TelemetryBusyError(TelemetryError):
-    """The write queue is full: the request was refused, the sender should retry later."""
+    """The write queue is full: the request was refused, the sender should retry later. Also
+    a query that met the database failed (it is being reopened): retry the query shortly."""
 
 
 class TelemetryClosedError(TelemetryBusyError):
@@ -54,12 +60,22 @@ class TelemetryQueryError(TelemetryError):
     """A telemetry query was refused (not a single read-only statement, bad filter) or failed."""
 
 
+class TelemetryQueryTimeoutError(TelemetryQueryError):
+    """A telemetry query ran longer than `[telemetry] query_timeout` and was interrupted."""
+
+
+class TooManyTelemetryQueriesError(TelemetryQueryError):
+    """`[telemetry] max_concurrent_queries` queries are running: this one was refused at once."""
+
+
 # HTTP status and gRPC status code (name) of each error, most specific first.
 _STATUS: tuple[tuple[type[TelemetryError], int, str], ...] = (
     (MalformedTelemetryError, 400, "INVALID_ARGUMENT"),
     (UnsupportedMediaError, 415, "INVALID_ARGUMENT"),
     (TelemetryTooLargeError, 413, "RESOURCE_EXHAUSTED"),
     (TelemetryBusyError, 503, "UNAVAILABLE"),
+    (TelemetryQueryTimeoutError, 400, "DEADLINE_EXCEEDED"),
+    (TooManyTelemetryQueriesError, 503, "UNAVAILABLE"),
     (TelemetryQueryError, 400, "INVALID_ARGUMENT"),
 )
 

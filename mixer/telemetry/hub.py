@@ -173,6 +173,7 @@ class TelemetryHub(Service):
         self._store, self._archiver = store, archiver
         self._counted_store, self._counted_forwarder = store, None
         self._query = TelemetryQuery(store)
+        stack.push_async_callback(self._query.aclose)  # before the store: interrupt queries
         if cfg.forward_endpoint is not None:
             forwarder = Forwarder(
                 cfg.forward_endpoint,

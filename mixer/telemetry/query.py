@@ -15,7 +15,19 @@ out while a query runs (no row twice, none missing).
 `sql` runs one SELECT (or WITH … SELECT, FROM …, DESCRIBE, SUMMARIZE) in a read-only
 transaction; anything else is refused with `TelemetryQueryError`. The database can reach no
 file outside the archive (`TelemetryStore`). Results are lists of JSON-able dicts: times as ISO
-8601 UTC strings, JSON columns parsed, NaN/±infinity as strings. Every call runs in a thread.
+8601 UTC strings, JSON columns parsed, NaN/±infinity as strings.
+
+Every query, SQL or canned, runs on a thread of the query's own pool (never the event loop's
+default executor), bounded by `[telemetry]`:
+
+- `max_concurrent_queries` threads: one more query is refused at once with
+  `TooManyTelemetryQueriesError` (it does not queue);
+- `query_timeout` seconds from the call (waiting for an archive move included): then the query
+  is interrupted in DuckDB (`interrupt()` on its cursor), which frees its thread and its share
+  of the store's lock, and the caller gets `TelemetryQueryTimeoutError`; a caller cancelled
+  before (a client that went away) interrupts its query the same way;
+- `query_memory_limit` / `query_spill_limit` (set on the database by the store): a query that
+  needs more fails with a `TelemetryQueryError` saying so.
 """
 
 from __future__ import annotations
@@ -24,15 +36,23 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
 import duckdb
 
 from mixer.telemetry.archive import has_parquet, parquet_glob, utc_naive
-from mixer.telemetry.errors import TelemetryQueryError
+from mixer.telemetry.errors import (
+    TelemetryClosedError,
+    TelemetryError,
+    TelemetryQueryError,
+    TelemetryQueryTimeoutError,
+    TooManyTelemetryQueriesError,
+)
 from mixer.telemetry.flatten import finite
 from mixer.telemetry.schema import LOGS, METRIC_POINTS, SPANS, TABLES, Table
 from mixer.telemetry.store import TelemetryStore
@@ -41,6 +61,7 @@ __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Record", "TelemetryQuery"]
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
+REINTERRUPT = 0.05  # seconds between two interrupts of a query that was stopped
 Record = dict[str, Any]
 Filter = tuple[str, str, Any]  # column, operator, value
 
@@ -51,11 +72,38 @@ class TelemetryQuery:
     def __init__(self, store: TelemetryStore, *, max_limit: int = MAX_LIMIT) -> None:
         self._store = store
         self.max_limit = max_limit
+        self.timeout = store.settings.query_timeout
+        self.max_concurrent = store.settings.max_concurrent_queries
+        self._pool = ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="telemetry-query")
+        self._slots_lock = threading.Lock()
+        self._busy = 0  # queries holding a slot: waiting for, or running on, a pool thread
+        self._active: dict[_Running, asyncio.Future[list[Record]]] = {}
+        self._closed = False
+
+    @property
+    def busy(self) -> int:
+        """Queries running (or about to) on the pool's threads; at most `max_concurrent`."""
+        return self._busy
+
+    @property
+    def stopping(self) -> int:
+        """Queries stopped (timed out, caller gone, closing) whose thread has not ended yet."""
+        return sum(1 for running in self._active if running.stopped is not None)
+
+    async def aclose(self) -> None:
+        """Refuse new queries, interrupt the running ones and wait for their threads; idempotent."""
+        self._closed = True
+        active = list(self._active.items())
+        for running, waiting in active:
+            running.stop("closed", waiting)
+        if active:
+            await asyncio.wait([waiting for _, waiting in active])
+        self._pool.shutdown(wait=False)
 
     async def sql(self, text: str, limit: int = DEFAULT_LIMIT) -> list[Record]:
         """The first `limit` rows of one read-only statement."""
         statement = _read_only(text)
-        return await asyncio.to_thread(self.run, statement, [], self._limit(limit))
+        return await self._bounded(statement, [], self._limit(limit))
 
     async def spans(
         self,
@@ -126,31 +174,163 @@ class TelemetryQuery:
         text = f"SELECT * FROM {table.name} WHERE {where} ORDER BY {table.time} {order}"
         limit = self._limit(limit)
         params = [value for _, _, value in filters]
-        return await asyncio.to_thread(self.run, f"{text} LIMIT {limit}", params, limit)
+        return await self._bounded(f"{text} LIMIT {limit}", params, limit)
 
-    def run(self, text: str, params: Sequence[Any], limit: int) -> list[Record]:
-        """Blocking: `text` over the union views, in a read-only transaction."""
+    async def _bounded(self, text: str, params: Sequence[Any], limit: int) -> list[Record]:
+        """`_run` on a thread of the query pool, refused when every slot is taken, interrupted
+        after `timeout` (and when the caller is cancelled)."""
+        if self._closed:
+            raise TelemetryClosedError("the telemetry hub is closed; no more queries")
+        self._take_slot()
+        running = _Running()
+        try:
+            future = self._pool.submit(self._run, text, params, limit, running)
+        except BaseException:
+            self._free_slot()
+            raise
+        future.add_done_callback(self._free_slot)  # done or cancelled: the thread is free
+        waiting = asyncio.wrap_future(future)
+        waiting.add_done_callback(_retrieve)
+        self._active[running] = waiting
+        waiting.add_done_callback(lambda _: self._active.pop(running, None))
+        running.arm(self.timeout, waiting)
+        try:
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            running.stop("cancelled", waiting)  # the caller went away: free the thread too
+            raise
+        except TelemetryQueryError as exc:
+            if running.stopped == "timeout":
+                raise TelemetryQueryTimeoutError(
+                    f"the telemetry query ran longer than {self.timeout:g}s and was stopped "
+                    "([telemetry] query_timeout); narrow it (a shorter since/until window, "
+                    "fewer rows scanned or joined) or raise query_timeout"
+                ) from exc
+            if running.stopped == "closed":
+                raise TelemetryClosedError("the telemetry hub closed while the query ran") from exc
+            raise
+
+    def _run(self, text: str, params: Sequence[Any], limit: int, running: _Running) -> list[Record]:
+        """Blocking, on a pool thread: `text` over the union views, in a read-only transaction."""
         store = self._store
-        with store.reading() as cursor:
+        running.check()  # stopped while waiting for the thread
+        with store.reading() as cursor:  # may wait for an archive move: the timeout counts
+            running.attach(cursor)
             try:
                 for table in TABLES:
+                    running.check()
                     cursor.execute(_view(store, table))
+                running.check()
                 cursor.execute("BEGIN TRANSACTION READ ONLY")
                 try:
+                    running.check()
                     result = cursor.execute(text, list(params))
                     description = result.description or []
                     rows = result.fetchmany(limit)
                 finally:
                     cursor.execute("ROLLBACK")
+            except duckdb.OutOfMemoryException as exc:
+                raise TelemetryQueryError(self._out_of_memory(exc)) from exc
+            except duckdb.FatalException as exc:  # not the query's fault: 500, logged
+                raise TelemetryError(
+                    f"the telemetry database failed (it is being reopened; retry the query): {exc}"
+                ) from exc
             except duckdb.Error as exc:
                 raise TelemetryQueryError(f"telemetry query failed: {exc}") from exc
+            finally:
+                running.detach()
         columns = [(d[0], str(d[1]) == "JSON") for d in description]
         return [_record(columns, row) for row in rows]
+
+    def _out_of_memory(self, exc: duckdb.Error) -> str:
+        cfg = self._store.settings
+        first = str(exc).split("\n", 1)[0]  # DuckDB's advice (SET threads …) is not for API users
+        return (
+            f"telemetry query failed: {first} — the telemetry database may use "
+            f"{cfg.query_memory_limit.human_readable()} of memory ([telemetry] "
+            f"query_memory_limit) and {cfg.query_spill_limit.human_readable()} of disk to spill "
+            "(query_spill_limit); narrow the query (fewer rows, columns or groups) or raise them"
+        )
+
+    def _take_slot(self) -> None:
+        with self._slots_lock:
+            if self._busy >= self.max_concurrent:
+                raise TooManyTelemetryQueriesError(
+                    f"{self._busy} telemetry queries are running, the most allowed at once "
+                    f"([telemetry] max_concurrent_queries = {self.max_concurrent}); retry when "
+                    "one has finished, or raise max_concurrent_queries"
+                )
+            self._busy += 1
+
+    def _free_slot(self, _: object = None) -> None:
+        with self._slots_lock:
+            self._busy -= 1
 
     def _limit(self, limit: int) -> int:
         if not 1 <= limit <= self.max_limit:
             raise TelemetryQueryError(f"limit must be 1..{self.max_limit}, got {limit}")
         return limit
+
+
+class _Running:
+    """One query on its pool thread: the cursor to interrupt, and why it was stopped, if it was.
+
+    DuckDB forgets an interrupt that arrives between two statements (the next one starts
+    clean), so the thread checks `stopped` before each statement and a stopped query is
+    interrupted again every `REINTERRUPT` seconds until its thread is done."""
+
+    __slots__ = ("_cursor", "_lock", "_timer", "stopped")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.stopped: str | None = None  # "timeout", "cancelled" or "closed"
+
+    # -- the pool thread --------------------------------------------------------------------------
+
+    def attach(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            self._cursor = cursor
+
+    def detach(self) -> None:
+        with self._lock:
+            self._cursor = None
+
+    def check(self) -> None:
+        if self.stopped is not None:
+            raise TelemetryQueryError(f"telemetry query stopped ({self.stopped})")
+
+    # -- the event loop ---------------------------------------------------------------------------
+
+    def arm(self, timeout: float, waiting: asyncio.Future[Any]) -> None:
+        """Stop the query after `timeout` seconds; forget the timer once it is done."""
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(timeout, self.stop, "timeout", waiting)
+        waiting.add_done_callback(lambda _: self._disarm())
+
+    def stop(self, why: str, waiting: asyncio.Future[Any]) -> None:
+        """Interrupt the query now, and again every REINTERRUPT seconds until it is done."""
+        if waiting.done():
+            return
+        with self._lock:
+            self.stopped = self.stopped or why
+            if self._cursor is not None:
+                self._cursor.interrupt()
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(REINTERRUPT, self.stop, why, waiting)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a query nobody awaits any more (its caller was cancelled) as seen."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _read_only(text: str) -> str:

@@ -4,7 +4,10 @@ errors (`mixer.api.http.telemetry`): QueryMetrics, QueryLogs, QuerySpans, GetTra
 Rows become typed messages (`Span`, `MetricPoint`, `LogRecord`): SQL NULL is the field's zero
 value ("" or 0) or an unset optional; JSON columns are Struct / ListValue; NaN and ±infinity
 (strings in the JSON rows) are doubles again. QuerySql rows are Structs (numbers are doubles).
-Every RPC only reads: their names (`Query*`, `Get*`) give the read-only token access.
+Every RPC only reads: their names (`Query*`, `Get*`) give the read-only token access. The
+query bounds answer like REST: a query stopped after `[telemetry] query_timeout` is
+DEADLINE_EXCEEDED (`query_timeout`), `max_concurrent_queries` already running UNAVAILABLE
+(`too_many_queries`), out of memory INVALID_ARGUMENT (`invalid_query`).
 """
 
 from __future__ import annotations
@@ -187,7 +190,7 @@ class TelemetryServicer:
         if len(request.sql) > MAX_SQL_CHARS:
             raise _invalid("sql", f"at most {MAX_SQL_CHARS} characters; got {len(request.sql)}")
         limit = _limit(request.limit, DEFAULT_SQL_ROWS)
-        rows = await query.sql(request.sql, limit)  # TelemetryQueryError → INVALID_ARGUMENT
+        rows = await query.sql(request.sql, limit)  # TelemetryQueryError → INVALID_ARGUMENT, …
         answer = telemetry_pb2.QuerySqlResponse(
             columns=list(rows[0]) if rows else [], truncated=len(rows) >= limit
         )

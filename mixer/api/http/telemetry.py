@@ -10,8 +10,11 @@ Every row comes from one query path over the live tables and the Parquet archive
 `until` are ISO-8601 times (UTC when they have no offset) or relative to now (`15m`, `2h`, `1d`).
 A time or a trace id spelled wrong is 400 `invalid_parameter` naming the parameter (like a bad
 reference); a SQL text that is not one read-only statement, or that DuckDB rejects, is 400
-`invalid_query` with DuckDB's message; a mixer without a telemetry hub (`[telemetry] enabled =
-false`) answers 503. The query is a POST only because its text is a body: it changes nothing, and
+`invalid_query` with DuckDB's message (also when it runs out of `[telemetry] query_memory_limit`);
+a query still running after `[telemetry] query_timeout` is interrupted and answered 400
+`query_timeout`; with `max_concurrent_queries` already running, any query (canned ones too) is
+503 `too_many_queries`; a mixer without a telemetry hub (`[telemetry] enabled = false`) answers
+503. The query is a POST only because its text is a body: it changes nothing, and
 the read-only token may send it (`reads_only`). The gRPC `TelemetryService` shares the checks.
 """
 
@@ -212,8 +215,11 @@ OPERATIONS: tuple[Operation, ...] = (
         description=(
             "The tables are the live rows and the Parquet archive as one. Only one SELECT (or "
             "WITH … SELECT, FROM …, DESCRIBE, SUMMARIZE) is run, in a read-only transaction; "
-            "anything else, or a statement DuckDB rejects, is 400 `invalid_query` with DuckDB's "
-            "message. A read: the read-only token may send it."
+            "anything else, or a statement DuckDB rejects (out of memory included), is 400 "
+            "`invalid_query` with DuckDB's message; a query that runs past `[telemetry] "
+            "query_timeout` is stopped and answered 400 `query_timeout`; when "
+            "`max_concurrent_queries` queries are running it is refused with 503 "
+            "`too_many_queries` (retry shortly). A read: the read-only token may send it."
         ),
     ),
 )
