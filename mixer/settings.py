@@ -162,10 +162,10 @@ class ApiSection(_Section):
     )
     read_token: SecretStr | None = Field(
         default=None,
-        description="Optional second bearer token with the read-only role: REST GET and the "
-        "read-only telemetry SQL query, gRPC List/Get/Watch/Query calls only (changes answer "
-        "403 / PERMISSION_DENIED). At least 16 characters, different from `auth_token`. Never "
-        "logged.",
+        description="Optional second bearer token with the read-only role: REST GET (but the "
+        "live tap, which shows message payloads) and the read-only telemetry SQL query, gRPC "
+        "List/Get/Watch/Query calls only (the rest answers 403 / PERMISSION_DENIED). At least "
+        "16 characters, different from `auth_token`. Never logged.",
     )
     insecure: bool = Field(
         default=False,
@@ -186,6 +186,22 @@ class ApiSection(_Section):
         ge=1024,
         le=64 * MIB,
         description="Largest request body the REST API accepts, in bytes.",
+    )
+    max_taps: int = Field(
+        default=4,
+        ge=0,
+        le=256,
+        description="Live taps (`GET /api/v1/racks/{name}/tap`, `fluxrig tail --api-url`) that "
+        "may run through the REST API at once; more answer 503. 0 refuses them all. Each rack "
+        "bounds its own taps too (its `max_taps`).",
+    )
+    tap_buffer: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="Tapped messages that may wait for one slow REST client; past that the mixer "
+        "drops them (counted in the stream) instead of slowing its hub connection, the rack or "
+        "the wire. A record is at most 128 KiB.",
     )
 
     @field_validator("auth_token", "read_token")

@@ -4,6 +4,8 @@
     racks = client.get("/racks", {"status": "active"})
     result = client.post("/scenarios", {"tag": "v1", "content": text})
     client.post("/scenarios/pay:v1/activate", timeout=600)   # a slow operation: its own bound
+    with client.stream("/racks/edge-1/tap", {"wire": "gen.out"}) as lines:   # NDJSON
+        for body in lines: ...
 
 The rack's base install has no aiohttp/requests, so this is `urllib.request` with a timeout,
 JSON in and out. Every failure is an `ApiError`: the API's `{"error": {code, message, details}}`
@@ -14,13 +16,15 @@ answer that is not the mixer's say so and what to set. The token is sent as
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from rack import __version__
@@ -33,6 +37,8 @@ CA_ENV = "FLUXRIG_API_CA"
 API_PREFIX = "/api/v1"
 WHERE = "--api-url / FLUXRIG_API_URL"
 TOKEN_HINT = "set --api-token or FLUXRIG_API_TOKEN"
+NDJSON = "application/x-ndjson"
+MAX_LINE = 1024 * 1024  # one line of a stream (a tap record is at most 128 KiB)
 
 
 def segment(value: str) -> str:
@@ -101,6 +107,59 @@ class ApiClient:
         return self._call("POST", path, data, self.timeout if timeout is None else timeout)
 
     # -- internals ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def stream(
+        self, path: str, params: Mapping[str, str | None]
+    ) -> Iterator[Iterator[dict[str, Any]]]:
+        """GET `path` and yield its lines, decoded; `ApiError` when the mixer refuses (its
+        message and details), cannot be reached, or the stream breaks."""
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        url = f"{self.base_url}{API_PREFIX}{path}?{query}"
+        headers = {"Accept": NDJSON, "User-Agent": f"fluxrig/{__version__}"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(url, headers=headers, method="GET")
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise self._refusal(exc.code, exc.read()) from None
+        except urllib.error.URLError as exc:
+            raise self._unreachable(exc.reason, self.timeout) from None
+        except OSError as exc:
+            raise self._unreachable(exc, self.timeout) from None
+        with response:
+            if NDJSON not in response.headers.get("Content-Type", ""):
+                raise ApiError(
+                    f"{self.base_url} answered {path} with {response.headers.get('Content-Type')}"
+                    f", not a stream of JSON lines; is it the mixer's API? ({WHERE})"
+                )
+            yield self._lines(response)
+
+    def _lines(self, response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+        while True:
+            try:
+                line = response.readline(MAX_LINE)
+            except TimeoutError:
+                raise ApiError(
+                    f"the mixer at {self.base_url} sent nothing for {self.timeout:g} s (a stream "
+                    "that keeps its client informed sends more often): the connection is lost",
+                    code="unreachable",
+                ) from None
+            except (http.client.HTTPException, OSError) as exc:
+                raise ApiError(
+                    f"the stream from the mixer at {self.base_url} broke: {exc or type(exc)}",
+                    code="unreachable",
+                ) from None
+            if not line:
+                return
+            try:
+                body = json.loads(line)
+            except ValueError:
+                continue  # a line cut at MAX_LINE, or not JSON: not a record
+            if isinstance(body, dict):
+                yield body
 
     def _call(self, method: str, path: str, data: bytes | None, timeout: float) -> Any:
         url = f"{self.base_url}{API_PREFIX}{path}"

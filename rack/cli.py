@@ -10,7 +10,7 @@ fluxrig gears doc TYPE | --all [--write DIR]
 fluxrig gears schema TYPE
 fluxrig keys show|backup ...                   (on the mixer host; see rack.keys_cli)
 fluxrig telemetry query SQL | metrics | logs | trace ID      (see rack.telemetry_cli)
-fluxrig tail WIRE [--rack R] [--filter EXPR] [--limit N] [--json]   (see rack.tail_cli)
+fluxrig tail WIRE [--rack R] [--filter EXPR] [--limit N] [--json] [--api-url URL]   (rack.tail_cli)
 fluxrig version
 """
 

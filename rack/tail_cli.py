@@ -1,14 +1,22 @@
 """`fluxrig tail WIRE`: the messages crossing a wire, live (a bounded tap: `rack.tap`).
 
-    fluxrig tail gen.out→sink.in [--rack NAME] [--filter EXPR] [--limit N] [--rate N] [--json]
-                                 [--nats-url URL | --state-dir DIR]
+    fluxrig tail gen.out→sink.in --rack NAME [--filter EXPR] [--limit N] [--rate N] [--json]
+                 [--api-url URL [--api-token T] [--api-ca FILE] | --nats-url URL | --state-dir DIR]
 
-Opens a tap on the rack (`flux.ctrl.<rack>.tap`), prints one line per message (or the JSON
-records), renews the tap's lease while it runs and stops the tap on Ctrl-C or after `--limit`
-messages. The rack drops what its tap queue cannot hold and this command drops what the terminal
-cannot take: both are counted, and the wire itself is never slowed. Every subject it uses is
-one the mixer's hub lets a rack use, so `--nats-url` may be the hub (with credentials allowed
-`flux.ctrl.<rack>.>` and `flux.telemetry.<rack>.>`) as well as the rack's own NATS.
+Two ways to the rack, the same output:
+
+- through the mixer's REST API (`GET /api/v1/racks/{name}/tap`, the admin token), when an API
+  URL is given (`--api-url`, else FLUXRIG_API_URL): the operator's way to a managed rack; the
+  mixer opens the tap over its hub (`ApiClient.stream` of `GET /racks/{name}/tap`, NDJSON);
+- straight to the rack's NATS (`--nats-url`, else FLUXRIG_NATS_URL, else `<state dir>/nats.url`):
+  a standalone rack, or on the rack's machine (`rack.tap.client`).
+
+An explicit `--nats-url`/`--state-dir` wins over FLUXRIG_API_URL (and may not be mixed with the
+`--api-*` options); of the two variables, FLUXRIG_API_URL wins. Either way one line per message
+(or the JSON records) goes to stdout; the opening, the filter's first failure and the summary to
+stderr. The tap stops on Ctrl-C or after
+`--limit` messages; the rack drops what its tap queue cannot hold, and the mixer, or this command,
+what the reader cannot take: all counted, and the wire itself is never slowed.
 """
 
 from __future__ import annotations
@@ -18,54 +26,49 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import signal
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import nats
 import nats.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from rack.errors import FluxError
+from rack.api_client import DEFAULT_API_URL, URL_ENV, ApiClient, segment
+from rack.errors import ApiError, FluxError
 from rack.runtime.standard import read_nats_url
-from rack.tap.protocol import (
-    data_subject,
-    encode,
-    open_subject,
-    renew_subject,
-    shown_url,
-    stop_subject,
-)
+from rack.tap.client import SILENT, TapClient, TapCounts, TapUnanswered
+from rack.tap.protocol import TapError, TapRequest, shown_url
 
-__all__ = ["add_parser", "cmd_tail", "main", "run_tail"]
+__all__ = ["add_parser", "cmd_tail", "main", "run_tail", "tail_via_api"]
 
 ANSWER_TIMEOUT = 5.0  # seconds for the rack to answer the opening request
+API_TIMEOUT = 15.0  # seconds for the mixer's answer, then between two lines of its stream
 LOCAL_PENDING = 1024  # records waiting for the terminal; past that they are dropped here
 PREVIEW = 160
+CLEAN_ENDS = ("limit reached", "stopped")  # exit 0; any other end of the tap exits 1
 NO_NATS = (
     "a standalone rack with only memory wires has no NATS, hence no taps: run it with "
     "--nats-url, or give its scenario a standard wire"
 )
-_STOP = object()
 _ESCAPES = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t"}
 
 
-@dataclass
-class Session:
-    """What the viewer saw of its tap."""
-
-    shown: int = 0
-    dropped: int = 0  # by the rack: its tap queue was full (this viewer or --rate too slow)
-    local_dropped: int = 0  # here: the terminal could not keep up
-    filter_errors: int = 0
-    filter_error: str = ""
-    ended: str | None = None
+def through_api(args: argparse.Namespace) -> bool:
+    """--api-url (or --api-token/--api-ca), or FLUXRIG_API_URL unless --nats-url/--state-dir
+    say where the rack's NATS is."""
+    api_flags = bool(args.api_url or args.api_token or args.api_ca)
+    nats_flags = bool(args.nats_url or args.state_dir)
+    if api_flags and nats_flags:
+        raise FluxError(
+            "--api-url/--api-token/--api-ca tap through the mixer's API, --nats-url/--state-dir on "
+            "the rack's NATS: give one or the other"
+        )
+    return api_flags or (not nats_flags and bool(os.environ.get(URL_ENV)))
 
 
 def nats_url(args: argparse.Namespace) -> str:
@@ -79,7 +82,8 @@ def nats_url(args: argparse.Namespace) -> str:
         return url
     raise FluxError(
         f"no NATS URL: pass --nats-url, set FLUXRIG_NATS_URL, or run where the rack's state dir "
-        f"({state_dir}) holds nats.url ({NO_NATS})"
+        f"({state_dir}) holds nats.url ({NO_NATS}); for a rack managed by a mixer, tap through "
+        f"its API: --api-url (or {URL_ENV}) and --rack"
     )
 
 
@@ -89,179 +93,53 @@ def _settings() -> Any:
     return RackSettings()
 
 
-class Viewer:
-    """One `fluxrig tail` session on an open NATS connection."""
+class Printer:
+    """What `fluxrig tail` prints, whichever way the records come."""
 
-    def __init__(
-        self, nc: Client, url: str, args: argparse.Namespace, out: TextIO, err: TextIO
-    ) -> None:
-        self.nc = nc
-        self.url = url
-        self.args = args
+    def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+        self.json = bool(args.json)
         self.out = out
         self.err = err
-        self.rack: str = args.rack or _settings().name
-        self.tap = secrets.token_hex(8)
-        self.subject = data_subject(self.rack, self.tap)  # replies, records and the end record
-        self.queue: asyncio.Queue[Msg | object] = asyncio.Queue()
-        self.session = Session()
-        self.lease = float(args.lease)
+        self.shown = 0
+        self.dropped = 0  # by the rack, as the records said
+        self.filter_errors = 0
 
-    def on_signal(self) -> None:
-        self.queue.put_nowait(_STOP)
-
-    async def _on_msg(self, msg: Msg) -> None:
-        if msg.data.startswith(b'{"type":"msg"') and self.queue.qsize() >= LOCAL_PENDING:
-            self.session.local_dropped += 1
-            return
-        self.queue.put_nowait(msg)
-
-    async def run(self) -> int:
-        await self.nc.subscribe(self.subject, cb=self._on_msg)
-        await self.nc.flush()
-        state = await self._open()
-        self._say(f"tapping {state['wire']} on rack '{self.rack}' (Ctrl-C to stop)")
-        code = await self._follow()
-        if self.session.ended is None:
-            await self._stop()
-        self._summary()
-        return code
-
-    async def _open(self) -> dict[str, Any]:
-        request = {"wire": self.args.wire, "id": self.tap, "lease": self.lease}
-        request["rate"] = self.args.rate
-        if self.args.filter:
-            request["filter"] = self.args.filter
-        if self.args.limit:
-            request["limit"] = self.args.limit
-        await self.nc.publish(open_subject(self.rack), encode(request), reply=self.subject)
-        try:
-            async with asyncio.timeout(ANSWER_TIMEOUT):
-                item = await self.queue.get()
-        except TimeoutError:
-            raise FluxError(self._silent(f"within {ANSWER_TIMEOUT:g}s")) from None
-        if not isinstance(item, Msg):
-            raise FluxError("interrupted before the rack answered")
-        if _no_responders(item):
-            raise FluxError(self._silent("(nobody listens)"))
-        body = _json(item)
-        if body.get("type") == "error":
-            raise FluxError(f"rack '{self.rack}' refused the tap: {body['error']['message']}")
-        return body
-
-    def _silent(self, how: str) -> str:
-        return (
-            f"no answer from a rack named '{self.rack}' on {shown_url(self.url)} "
-            f"{how}: check --rack (the rack's name) and that it runs; {NO_NATS}"
-        )
-
-    async def _follow(self) -> int:
-        renew_every = self.lease / 3
-        next_renew = time.monotonic() + renew_every
-        heard = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if now - heard > self.lease:
-                self._say(f"rack '{self.rack}' stopped answering; its tap has expired")
-                return 1
-            try:
-                async with asyncio.timeout(max(0.0, next_renew - now)):
-                    item = await self.queue.get()
-            except TimeoutError:
-                await self._send(renew_subject(self.rack, self.tap))
-                next_renew = time.monotonic() + renew_every
-                continue
-            if not isinstance(item, Msg):
-                return 0  # Ctrl-C
-            heard = time.monotonic()
-            body = _json(item)
-            kind = body.get("type")
-            if kind == "msg":
-                if not self._show(body):
-                    return 0  # the reader went away (a closed pipe)
-                if self.args.limit and self.session.shown >= self.args.limit:
-                    return 0
-            elif kind in ("tap", "end"):
-                self._track(body)
-                if kind == "end":
-                    return 0 if self.session.ended in ("limit reached", "stopped") else 1
-            elif kind == "error":
-                self._say(f"rack '{self.rack}': {body['error']['message']}")
-                self.session.ended = "gone"
-                return 1
-
-    def _show(self, body: dict[str, Any]) -> bool:
-        self.session.shown += 1
-        self.session.dropped = max(self.session.dropped, int(body.get("dropped_so_far", 0)))
-        line = json.dumps(body, ensure_ascii=False) if self.args.json else _line(body)
+    def show(self, body: dict[str, Any]) -> bool:
+        """Print a record; False when the reader went away (a closed pipe)."""
+        self.shown += 1
+        self.dropped = max(self.dropped, int(body.get("dropped_so_far", 0)))
+        line = json.dumps(body, ensure_ascii=False) if self.json else _line(body)
         try:
             self.out.write(line + "\n")
-            if self.queue.empty():
-                self.out.flush()
+            self.out.flush()
         except BrokenPipeError:
             with contextlib.suppress(OSError):  # no second error when Python flushes at exit
                 os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
             return False
         return True
 
-    def _track(self, body: dict[str, Any]) -> None:
-        s = self.session
-        s.dropped = max(s.dropped, int(body.get("dropped", 0)))
-        if body.get("filter_errors", 0) > s.filter_errors:
-            if not s.filter_errors:
-                self._say(f"the filter failed on a message: {body.get('filter_error')}")
-            s.filter_errors, s.filter_error = body["filter_errors"], body.get("filter_error", "")
-        if body.get("type") == "end":
-            s.ended = str(body.get("reason"))
+    def state(self, filter_errors: int, filter_error: str) -> None:
+        """The tap's state: say the filter's first failure."""
+        if filter_errors > self.filter_errors and not self.filter_errors:
+            self.say(f"the filter failed on a message: {filter_error}")
+        self.filter_errors = max(self.filter_errors, filter_errors)
 
-    async def _stop(self) -> None:
-        """Stop the tap and wait (briefly) for its end record: the final counts."""
-        await self._send(stop_subject(self.rack, self.tap))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
-                while self.session.ended is None:
-                    item = await self.queue.get()
-                    if isinstance(item, Msg):
-                        body = _json(item)
-                        if body.get("type") in ("tap", "end"):
-                            self._track(body)
-                        elif body.get("type") == "error":
-                            return
-
-    async def _send(self, subject: str) -> None:
-        with contextlib.suppress(nats.errors.Error, OSError):
-            await self.nc.publish(subject, b"{}", reply=self.subject)
-            await self.nc.flush(timeout=2)
-
-    def _summary(self) -> None:
-        s = self.session
-        text = f"{s.shown} message(s) shown"
-        if s.ended is not None:
-            text = f"tap ended ({s.ended}): {text}"
-        text += f"; {s.dropped} dropped by the rack"
-        if s.dropped:
+    def summary(self, ended: str | None, counts: TapCounts, here: str) -> None:
+        text = f"{self.shown} message(s) shown"
+        if ended is not None:
+            text = f"tap ended ({ended}): {text}"
+        dropped = max(self.dropped, counts.dropped)
+        text += f"; {dropped} dropped by the rack"
+        if dropped:
             text += " (the viewer or --rate could not keep up; the wire was not slowed)"
-        if s.local_dropped:
-            text += f"; {s.local_dropped} dropped here (the terminal could not keep up)"
-        if s.filter_errors:
-            text += f"; the filter failed on {s.filter_errors}: {s.filter_error}"
-        self._say(text)
+        if counts.local_dropped:
+            text += f"; {counts.local_dropped} dropped {here}"
+        if counts.filter_errors:
+            text += f"; the filter failed on {counts.filter_errors}: {counts.filter_error}"
+        self.say(text)
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         print(text, file=self.err, flush=True)
-
-
-def _no_responders(msg: Msg) -> bool:
-    """The server's answer to a request nobody subscribes to (the rack is not there)."""
-    return (msg.headers or {}).get("Status") == "503" and not msg.data
-
-
-def _json(msg: Msg) -> dict[str, Any]:
-    try:
-        body = json.loads(msg.data)
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _line(body: dict[str, Any]) -> str:
@@ -279,19 +157,41 @@ def _line(body: dict[str, Any]) -> str:
     return f"{ts}  {body.get('wire', '')}  {body.get('flux_id', '')}  {preview}"
 
 
+# -- straight to the rack's NATS -------------------------------------------------------------------
+
+
 async def run_tail(
     args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    """Tap on the rack's NATS (`nats_url(args)`)."""
     url = nats_url(args)
-    viewer: Viewer | None = None
+    printer = Printer(args, out or sys.stdout, err or sys.stderr)
+    rack: str = args.rack or _settings().name
+    tap: TapClient | None = None
 
     async def on_error(exc: Exception) -> None:
-        if viewer is not None and isinstance(exc, nats.errors.SlowConsumerError):
-            viewer.session.local_dropped += 1
+        if tap is not None and isinstance(exc, nats.errors.SlowConsumerError):
+            tap.counts.local_dropped += 1
 
+    nc = await _connect(url, on_error)
+    tap = TapClient(nc, rack, _request(args), pending=LOCAL_PENDING, answer_timeout=ANSWER_TIMEOUT)
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, tap.interrupt, "stopped")
+        return await _follow(tap, printer, url)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await tap.aclose()
+        await nc.close()
+
+
+async def _connect(url: str, on_error: Any) -> Client:
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT):
-            nc = await nats.connect(
+            return await nats.connect(
                 url, name="fluxrig tail", connect_timeout=2, reconnect_time_wait=0.5,
                 max_reconnect_attempts=3, error_cb=on_error,
             )  # fmt: skip
@@ -300,20 +200,141 @@ async def run_tail(
             f"cannot reach NATS at {shown_url(url)} ({str(exc) or 'no answer'}): is the rack "
             "running?"
         ) from None
-    viewer = Viewer(nc, url, args, out or sys.stdout, err or sys.stderr)
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+
+
+def _request(args: argparse.Namespace) -> TapRequest:
+    return TapRequest(
+        wire=args.wire, filter=args.filter or None, limit=args.limit, rate=args.rate,
+        lease=args.lease,
+    )  # fmt: skip
+
+
+async def _follow(tap: TapClient, printer: Printer, url: str) -> int:
+    rack = tap.rack
     try:
-        for sig in signals:
-            loop.add_signal_handler(sig, viewer.on_signal)
-        return await viewer.run()
+        state = await tap.open()
+    except TapError as exc:
+        raise FluxError(f"rack '{rack}' refused the tap: {exc}") from None
+    except TapUnanswered as exc:
+        if tap.counts.ended == "stopped":
+            raise FluxError("interrupted before the rack answered") from None
+        raise FluxError(
+            f"no answer from a rack named '{rack}' on {shown_url(url)} {exc.how}: check --rack "
+            f"(the rack's name) and that it runs; {NO_NATS}"
+        ) from None
+    printer.say(f"tapping {state['wire']} on rack '{rack}' (Ctrl-C to stop)")
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(tap.keep_alive())
+        while (event := await tap.next()) is not None:
+            if event.kind != "msg":
+                printer.state(tap.counts.filter_errors, tap.counts.filter_error)
+            elif not printer.show(event.body()):
+                tap.interrupt("stopped")
+    await tap.aclose()  # the final counts
+    ended = tap.counts.ended
+    if ended == SILENT:
+        printer.say(f"rack '{rack}' stopped answering; its tap has expired")
+    elif ended is not None and ended.startswith("gone: "):
+        printer.say(f"rack '{rack}': {ended.removeprefix('gone: ')}")
+    printer.summary(ended, tap.counts, "here (the terminal could not keep up)")
+    return 0 if ended in CLEAN_ENDS else 1
+
+
+# -- through the mixer's REST API ------------------------------------------------------------------
+
+
+def tail_via_api(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Tap through the mixer's REST API (blocking; Ctrl-C closes the stream, the mixer then
+    stops the tap)."""
+    rack = args.rack
+    if not rack:
+        raise FluxError("through the mixer's API, give --rack NAME: which of its racks to tap")
+    api = ApiClient.resolve(args.api_url, args.api_token, API_TIMEOUT, api_ca=args.api_ca)
+    params = {
+        "wire": args.wire,
+        "filter": args.filter or None,
+        "limit": str(args.limit) if args.limit else None,
+        "rate": f"{args.rate:g}",
+    }
+    printer = Printer(args, out or sys.stdout, err or sys.stderr)
+    counts, ended = TapCounts(), None
+    with (
+        _sigterm_interrupts(),
+        _one_line(),
+        api.stream(f"/racks/{segment(rack)}/tap", params) as lines,
+    ):
+        try:
+            ended = _follow_lines(lines, printer, counts, rack)
+        except KeyboardInterrupt:
+            ended = "stopped"
+    if ended is None:
+        printer.say("the mixer ended the stream without its last line (did it stop?)")
+    printer.summary(ended, counts, "by the mixer (this command could not keep up)")
+    return 0 if ended in CLEAN_ENDS else 1
+
+
+def _follow_lines(
+    lines: Iterator[dict[str, Any]], printer: Printer, counts: TapCounts, rack: str
+) -> str | None:
+    """Print the stream; the reason it ended (None: it ended without its last line)."""
+    for body in lines:
+        kind = body.get("type")
+        if kind == "msg":
+            if not printer.show(body):
+                return "stopped"
+            continue
+        if kind not in ("tap", "end"):
+            continue
+        if not counts.wire:
+            counts.wire = str(body.get("wire", ""))
+            printer.say(
+                f"tapping {counts.wire} on rack '{rack}' through the mixer (Ctrl-C to stop)"
+            )
+        counts.dropped = max(counts.dropped, int(body.get("dropped", 0)))
+        counts.local_dropped = int(body.get("dropped_by_mixer", 0))
+        counts.filter_errors = int(body.get("filter_errors", 0))
+        counts.filter_error = str(body.get("filter_error", ""))
+        printer.state(counts.filter_errors, counts.filter_error)
+        if kind == "end":
+            return str(body.get("reason", "ended"))
+    return None
+
+
+@contextlib.contextmanager
+def _one_line() -> Iterator[None]:
+    """The mixer's refusal as one line: its message names the wire, filter or rack (`details`
+    only repeat which parameter)."""
+    try:
+        yield
+    except ApiError as exc:
+        raise FluxError(exc.message) from None
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends the stream like Ctrl-C (in the main thread, where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
     finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        await nc.close()
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- the command -----------------------------------------------------------------------------------
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    if through_api(args):
+        return tail_via_api(args)
     from rack.cli import run_async
 
     return run_async(run_tail(args))
@@ -323,13 +344,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     tail = sub.add_parser(
         "tail",
         help="the messages crossing a wire, live (a bounded tap that never slows the wire)",
-        description="Stream the messages crossing a wire of a running rack. The rack drops what "
-        "this viewer cannot take (and counts it) instead of slowing the wire.",
+        description="Stream the messages crossing a wire of a running rack, through the mixer's "
+        "API (--api-url, FLUXRIG_API_URL) or the rack's NATS (--nats-url, --state-dir). The rack "
+        "drops what this viewer cannot take (and counts it) instead of slowing the wire.",
     )
     tail.add_argument(
         "wire", help="'gen.out→sink.in' (or 'gen.out -> sink.in'); 'gen.out': every wire from it"
     )
-    tail.add_argument("--rack", help="the rack's name (default: its `name` setting)")
+    tail.add_argument(
+        "--rack", help="the rack's name (default on its NATS: its `name` setting; required "
+        "through the mixer's API)",
+    )  # fmt: skip
     tail.add_argument(
         "--filter",
         metavar="EXPR",
@@ -346,13 +371,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     tail.add_argument(
         "--lease", type=float, default=10.0, metavar="S", help=argparse.SUPPRESS
-    )  # seconds the rack keeps the tap without a renew (renewed every third of it)
+    )  # seconds the rack keeps the tap without a renew (renewed every third of it; NATS only)
     tail.add_argument("--json", action="store_true", help="one JSON record per line")
     where = tail.add_mutually_exclusive_group()
     where.add_argument(
-        "--nats-url", help="a NATS reaching the rack: its own, or the mixer's hub with credentials"
+        "--api-url",
+        help=f"tap through the mixer's REST API (else {URL_ENV}; e.g. {DEFAULT_API_URL})",
     )
+    where.add_argument("--nats-url", help="tap on the rack's own NATS (else FLUXRIG_NATS_URL)")
     where.add_argument("--state-dir", type=Path, help="the rack's state dir (holds nats.url)")
+    tail.add_argument("--api-token", help="the API's admin token (else FLUXRIG_API_TOKEN)")
+    tail.add_argument(
+        "--api-ca", help="CA file for an https API, e.g. the mixer's pki/ca.crt (FLUXRIG_API_CA)"
+    )
     tail.set_defaults(func=cmd_tail)
 
 

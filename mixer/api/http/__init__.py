@@ -8,7 +8,7 @@ Every operation needs `Authorization: Bearer <token>` except `GET /api/v1/health
 """
 
 from mixer.api.http.app import OPERATIONS, build_app
-from mixer.api.http.context import DEFAULT_MAX_BODY_BYTES, ApiContext
+from mixer.api.http.context import DEFAULT_MAX_BODY_BYTES, ApiContext, TapAccess
 from mixer.api.http.operation import API_PREFIX, Operation
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "OPERATIONS",
     "ApiContext",
     "Operation",
+    "TapAccess",
     "build_app",
 ]

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from mixer import __version__
-from mixer.api.http import activation, content, gears, racks, system, telemetry
+from mixer.api.http import activation, content, gears, racks, system, taps, telemetry
 from mixer.api.http.context import ApiContext
 from mixer.api.http.middleware import (
     auth_middleware,
@@ -27,6 +27,7 @@ from mixer.api.http.operation import Operation, dispatch
 OPERATIONS: tuple[Operation, ...] = (
     *system.OPERATIONS,
     *racks.OPERATIONS,
+    *taps.OPERATIONS,
     *gears.OPERATIONS,
     *content.OPERATIONS,
     *activation.OPERATIONS,
@@ -45,11 +46,13 @@ def build_app(ctx: ApiContext, operations: Sequence[Operation] = OPERATIONS) -> 
     if credentials is not None:
         public = [op.url for op in operations if op.public]
         reads = [(op.method, op.url) for op in operations if op.reads_only]
-        middlewares.append(auth_middleware(credentials, public, reads))
+        admin = {(op.method, op.url): op.admin_only for op in operations if op.admin_only}
+        middlewares.append(auth_middleware(credentials, public, reads, admin))
     app = web.Application(middlewares=middlewares, client_max_size=ctx.max_body_bytes)
     app[system.DOCUMENT_KEY] = build_document(operations, version=__version__, secure=secure)
     for op in operations:
         app.router.add_route(op.method, op.url, _endpoint(op, ctx))
+    taps.install(app, ctx.taps)  # the live taps' hub connection and sessions
     return app
 
 

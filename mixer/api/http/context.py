@@ -1,5 +1,5 @@
-"""What the REST API works on: the mixer's store, registry, gear catalogue, orchestrator and
-telemetry hub, plus its limits."""
+"""What the REST API works on: the mixer's store, registry, gear catalogue, orchestrator,
+telemetry hub and the way to its racks' live taps, plus its limits."""
 
 from __future__ import annotations
 
@@ -17,6 +17,20 @@ if TYPE_CHECKING:
     from mixer.telemetry import TelemetryHub
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # JSON bodies; documents inside are bounded again (1 MiB)
+
+
+@dataclass(frozen=True, slots=True)
+class TapAccess:
+    """How the tap route reaches racks: the hub's URL with the mixer's own credentials (never
+    handed out), and its bounds (`[api] max_taps`, `[api] tap_buffer`)."""
+
+    hub_url: str
+    max_taps: int = 4
+    buffer: int = 256  # records waiting for one slow HTTP client; past that they are dropped
+    answer_timeout: float = 5.0  # seconds for a rack to answer the opening request
+
+    def __repr__(self) -> str:  # the URL carries the mixer's hub password
+        return f"TapAccess(max_taps={self.max_taps}, buffer={self.buffer})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +53,8 @@ class ApiContext:
     # The OTLP telemetry hub's queries (None: `[telemetry] enabled = false`, or an API without
     # one; the telemetry routes answer 503).
     telemetry: TelemetryHub | None = None
+    # Live taps through the hub (None: the tap route answers 503).
+    taps: TapAccess | None = None
 
     @property
     def credentials(self) -> Credentials | None:
@@ -52,5 +68,7 @@ class ApiContext:
             raise ValueError("auth_token is empty; set a token, or None to run insecure")
         if self.read_token is not None and self.auth_token is None:
             raise ValueError("read_token needs auth_token (an admin token) as well")
+        if self.taps is not None and (self.taps.max_taps < 0 or self.taps.buffer < 1):
+            raise ValueError(f"taps need max_taps >= 0 and buffer >= 1, got {self.taps!r}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")

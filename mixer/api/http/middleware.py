@@ -6,14 +6,14 @@
   body that turns out larger (chunked) is refused by aiohttp's `client_max_size` while reading.
 - auth: `Authorization: Bearer <token>`, compared in constant time (mixer.api.credentials):
   the admin token may do everything, the read-only token only GET and the operations declared
-  `reads_only` (else 403); health and the OpenAPI document are public. A 401 carries
-  `WWW-Authenticate: Bearer` (RFC 6750).
+  `reads_only`, and not the GETs declared `admin_only` (else 403); health and the OpenAPI document
+  are public. A 401 carries `WWW-Authenticate: Bearer` (RFC 6750).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler as RequestHandler
@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 
 from mixer.api.credentials import Credentials, require
 from mixer.api.errors import (
+    ForbiddenError,
     MalformedRequestError,
     MethodNotAllowedError,
     PayloadTooLargeError,
@@ -101,11 +102,14 @@ def auth_middleware(
     credentials: Credentials,
     public_paths: Collection[str],
     reads: Collection[tuple[str, str]] = (),
+    admin_only: Mapping[tuple[str, str], str] | None = None,
 ) -> Middleware:
     """Bearer tokens on every route but `public_paths`; the read-only token may only GET, and
-    call the routes in `reads` (method, URL template: POSTs that change nothing)."""
+    call the routes in `reads` (method, URL template: POSTs that change nothing), but not the
+    GETs in `admin_only` (route → why, which the 403 says)."""
     public = frozenset(public_paths)
     read_only = frozenset(reads)
+    admin = dict(admin_only or {})
 
     @web.middleware
     async def auth(request: web.Request, handler: RequestHandler) -> web.StreamResponse:
@@ -113,7 +117,13 @@ def auth_middleware(
             header = request.headers.get("Authorization")
             role = credentials.role_of(header, where="`Authorization: Bearer <token>`")
             route = (request.method, _template(request))
-            if request.method not in ("GET", "HEAD") and route not in read_only:
+            if route in admin:
+                if role != "admin":
+                    raise ForbiddenError(
+                        f"{request.method} {request.path} is for the admin token only ([api] "
+                        f"auth_token): {admin[route]}"
+                    )
+            elif request.method not in ("GET", "HEAD") and route not in read_only:
                 require(role, "admin", f"{request.method} {request.path}")
         return await handler(request)
 

@@ -24,16 +24,21 @@ SECURITY_SCHEME = "bearerAuth"
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed request (not JSON, bad reference syntax, a time or trace id spelled wrong; "
-    "`details` name the parameter), or a telemetry query refused or rejected by DuckDB.",
+    "`details` name the parameter), a telemetry query refused or rejected by DuckDB (code "
+    "`query_timeout`: it ran past `[telemetry] query_timeout` and was stopped), or a tap "
+    "the rack refused (an unknown wire, a filter that does not compile; `details` name it).",
     401: "Missing or wrong bearer token.",
-    403: "The read-only token may not change anything; use the admin token.",
+    403: "The read-only token may not change anything (nor tap a wire: message payloads); use "
+    "the admin token.",
     404: "No such rack, gear, reference, trace or route.",
     409: "Conflicts with the current state (tag reuse, illegal status transition, name taken), "
     "or an activation a rack could not apply (`details`: what each rack said; the fleet is back "
     "on the previous scenario).",
     413: "Request body too large.",
     422: "Request or document fails validation; `details` locate every problem.",
-    503: "The part of the mixer this operation needs is not running.",
+    503: "The part of the mixer this operation needs is not running, a rack to tap is not "
+    "active or did not answer, `[api] max_taps` taps already run, or `[telemetry] "
+    "max_concurrent_queries` telemetry queries (code `too_many_queries`); retry later.",
 }
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
@@ -87,8 +92,8 @@ def _name(ref: dict[str, Any]) -> str:
     return str(ref["$ref"]).rsplit("/", 1)[-1]
 
 
-def _json_content(schema: dict[str, Any]) -> dict[str, Any]:
-    return {JSON: {"schema": schema}}
+def _json_content(schema: dict[str, Any], media_type: str = JSON) -> dict[str, Any]:
+    return {media_type: {"schema": schema}}
 
 
 def _operation(
@@ -156,7 +161,9 @@ def _responses(op: Operation, refs: Refs, secure: bool) -> dict[str, Any]:
     for status, model in sorted(op.responses.items()):
         schema = refs[(model, "serialization")] if model is not None else {"type": "object"}
         desc = "Created." if status == 201 else "OK."
-        out[str(status)] = {"description": desc, "content": _json_content(schema)}
+        if op.media_type != JSON:
+            desc = f"A stream ({op.media_type}): each item is one of these."
+        out[str(status)] = {"description": desc, "content": _json_content(schema, op.media_type)}
     error = refs[(ErrorBody, "serialization")]
     for status in op.error_statuses(secure=secure):
         response: dict[str, Any] = {

@@ -7,6 +7,10 @@ models before the handler runs, so the handler only sees validated input::
     async def get_rack(ctx: ApiContext, call: Call) -> Reply:
         rec = await asyncio.to_thread(ctx.registry.get, call.path["name"])
         return Reply(200, Rack.of(rec))
+
+A streaming operation (`media_type` other than JSON, e.g. NDJSON) raises its errors before it
+answers, like any other, then prepares, writes and returns its own `web.StreamResponse`; its
+`responses[200]` model describes one item of the stream.
 """
 
 from __future__ import annotations
@@ -56,14 +60,15 @@ class Reply:
     body: BaseModel | Mapping[str, Any]
 
 
-Handler = Callable[[ApiContext, Call], Awaitable[Reply]]
+Handler = Callable[[ApiContext, Call], Awaitable[Reply | web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One row of the route table. `responses` maps success statuses to their model (None: a
     free-form JSON object); `errors` lists the error statuses the handler itself can cause —
-    401, and 400/413/422 for bodies and queries, are added from `public`, `body` and `query`."""
+    401, and 400/413/422 for bodies and queries, are added from `public`, `body` and `query`.
+    `admin_only` (why) keeps a GET from the read-only token."""
 
     method: str
     path: str  # below API_PREFIX, aiohttp syntax: /racks/{name}
@@ -78,6 +83,8 @@ class Operation:
     public: bool = False
     description: str = field(default="")
     reads_only: bool = False  # a POST that changes nothing (a query): the read token may call it
+    admin_only: str = ""  # why a GET is the admin token's only (say it: the 403 says it)
+    media_type: str = JSON  # of the success answer; another one is a stream (see the module doc)
 
     @property
     def url(self) -> str:
@@ -85,7 +92,10 @@ class Operation:
 
     @property
     def needs_admin(self) -> bool:
-        """Only the admin token may call it: it is not a GET and not declared `reads_only`."""
+        """Only the admin token may call it: declared `admin_only`, or not a GET and not declared
+        `reads_only`."""
+        if self.admin_only:
+            return True
         return self.method not in ("GET", "HEAD") and not self.reads_only
 
     def error_statuses(self, *, secure: bool) -> list[int]:
@@ -93,7 +103,7 @@ class Operation:
         if secure and not self.public:
             statuses.add(401)
             if self.needs_admin:
-                statuses.add(403)  # the read-only token may not change anything
+                statuses.add(403)  # the read-only token may not change anything (or see this)
         if self.body is not None:
             statuses.update((400, 413, 422))
         if self.query is not None:
@@ -101,11 +111,16 @@ class Operation:
         return sorted(statuses)
 
 
-async def dispatch(op: Operation, ctx: ApiContext, request: web.Request) -> web.Response:
-    """Validate the request against `op`, run its handler, serialise the reply."""
+async def dispatch(op: Operation, ctx: ApiContext, request: web.Request) -> web.StreamResponse:
+    """Validate the request against `op`, run its handler, serialise the reply (a streaming
+    operation's handler answers itself)."""
     query = _parse_query(op.query, request)
     body = await _parse_body(op.body, request) if op.body is not None else None
     reply = await op.handler(ctx, Call(request, dict(request.match_info), query, body))
+    if isinstance(reply, web.StreamResponse):
+        if op.media_type == JSON:
+            raise AssertionError(f"{op.operation_id} streamed, but declares a JSON answer")
+        return reply
     if reply.status not in op.responses:
         raise AssertionError(f"{op.operation_id} answered {reply.status}, not in its responses")
     if isinstance(reply.body, BaseModel):
