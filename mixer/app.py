@@ -40,13 +40,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
-from aiohttp import web
 
 from mixer.activations import ActivationLog
-from mixer.api.grpc import GrpcApi
 from mixer.api.grpc.watch import RackWatch
-from mixer.api.http import ApiContext, build_app
-from mixer.api.tls import ServerTls
+from mixer.api.http import ApiContext, TapAccess
+from mixer.api.serve import load_tls, serve_grpc, serve_rest
 from mixer.enrollment import Enrollment
 from mixer.errors import MixerError
 from mixer.local_rack import LocalRack, rack_command
@@ -107,7 +105,6 @@ class Mixer(Service):
         self.telemetry: TelemetryHub | None = None  # the OTLP hub, unless disabled
         self._cross: CrossWireGrants | None = None  # cross-rack subjects per scenario
         self.pki: ClusterPki | None = None  # the cluster CA and signing key, once started
-        self._api_tls: ServerTls | None = None
 
     # -- the objects, once started --------------------------------------------------------------
 
@@ -241,9 +238,9 @@ class Mixer(Service):
             await self._start_local_rack(stack, cfg.mixer.local_rack)
         await self._start_telemetry(stack)
         context = self._api_context()
-        self._api_tls = await asyncio.to_thread(self._load_api_tls)
-        await self._start_http_api(stack, context)
-        await self._start_grpc_api(stack, context)
+        api, tls = cfg.api, await asyncio.to_thread(load_tls, cfg.api, self.pki)
+        self.api_url = await serve_rest(stack, api, context, tls)
+        self.grpc_target = await serve_grpc(stack, api, context, self._watch, tls)
 
     async def _start_telemetry(self, stack: AsyncExitStack) -> None:
         """The OTLP hub (`[telemetry]`): receivers, its own DuckDB file, the Parquet archive."""
@@ -398,49 +395,8 @@ class Mixer(Service):
             on_rack_change=self._rack_changed,
             orchestrator=self.orchestrator,
             telemetry=self.telemetry,
+            taps=TapAccess(self.nats_url, max_taps=api.max_taps, buffer=api.tap_buffer),
         )
-
-    def _load_api_tls(self) -> ServerTls | None:
-        api = self.settings.api
-        if not api.tls:
-            return None
-        if api.tls_cert is not None and api.tls_key is not None:
-            return ServerTls.load(api.tls_cert, api.tls_key)
-        assert self.pki is not None
-        return ServerTls.load(self.pki.hub_cert_path, self.pki.hub_key_path)
-
-    async def _start_grpc_api(self, stack: AsyncExitStack, context: ApiContext) -> None:
-        """The gRPC API (mixer.api.grpc) on [api] host:grpc_port, with health and reflection."""
-        grpc_api = GrpcApi(
-            context,
-            self.settings.api.host,
-            self.settings.api.grpc_port,
-            watch=self._watch,
-            tls=self._api_tls,
-        )
-        await grpc_api.start()  # MixerError when the port is taken
-        stack.push_async_callback(_aclosing, "gRPC API", grpc_api.aclose)
-        self.grpc_target = grpc_api.target
-        log.info("gRPC API listening on %s", self.grpc_target)
-
-    async def _start_http_api(self, stack: AsyncExitStack, context: ApiContext) -> None:
-        """Hook of the REST API (mixer.api.http): AppRunner + TCPSite on [api] host:port."""
-        api = self.settings.api
-        runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
-        await runner.setup()
-        stack.push_async_callback(_aclosing, "REST API", runner.cleanup)
-        ssl_context = self._api_tls.ssl_context() if self._api_tls is not None else None
-        try:
-            await web.TCPSite(runner, api.host, api.port, ssl_context=ssl_context).start()
-        except OSError as exc:
-            raise MixerError(
-                f"REST API cannot listen on {api.host}:{api.port}: {exc.strerror or exc}; "
-                "choose another [api] port (--api-port)"
-            ) from exc
-        host, port = runner.addresses[0][:2]
-        scheme = "https" if ssl_context is not None else "http"
-        self.api_url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-        log.info("REST API listening on %s", self.api_url)
 
     # -- background tasks -----------------------------------------------------------------------
 
