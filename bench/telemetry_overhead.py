@@ -1,16 +1,16 @@
 """Telemetry overhead: the TCP hot-path echo scenario with telemetry off and on, in the same run.
 
-    python bench/telemetry_overhead.py [--rounds 3] [--messages 20000] [--pipelined 400000]
+    python bench/telemetry_overhead.py [--rounds 9] [--messages 5000] [--pipelined 300000]
                                        [--ratio R] [--hub mixer|dummy]
     python bench/telemetry_overhead.py --instructions [--pipelined 20000]     # needs valgrind
 
-The rack (`fluxrig run`, the echo scenario of bench/tcp_hotpath.py) runs alternately with
-FLUXRIG_TELEMETRY=false and with telemetry exporting over OTLP/HTTP to a local receiver in its
+Two racks (`fluxrig run`, the echo scenario of bench/tcp_hotpath.py) run side by side, one with
+FLUXRIG_TELEMETRY=false, one with telemetry exporting over OTLP/HTTP to a local receiver in its
 own process: the mixer's `TelemetryHub` (DuckDB; the default) or a dummy aiohttp server
-answering 200. Each round measures both, back to back (order alternating); reported: the
-medians, and the median of the rounds' on/off ratios (pairs measured a few seconds apart are
-less exposed to a noisy VM than medians of separate runs), and the rack's CPU time per message
-(all its threads, from /proc: Linux only).
+answering 200. Each round measures both, back to back (order alternating), the other one idle;
+reported: the medians, the median of the rounds' on/off ratios (pairs measured seconds apart
+are less exposed to a shared VM whose speed drifts than medians of separate runs), and the
+rack's CPU time per message (all its threads, from /proc: Linux only).
 Telemetry "on" uses the rack's defaults (sampling `trace_ratio`, unless --ratio) and exports
 metrics every `--metric-interval` ms (default 1000: harsher than the SDK's 60 s, so that
 collections happen during the measurement).
@@ -80,25 +80,32 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measure(cmd: list[str], env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
-    proc, port = start(cmd, env=env)
-    try:
-        samples = uvloop.run(round_trips(port, args.messages, args.size))
-        q = statistics.quantiles(samples, n=100)
-        cpu = _cpu_seconds(proc.pid)
-        rate = uvloop.run(pipelined(port, args.pipelined, args.size))
-        cpu = (_cpu_seconds(proc.pid) - cpu) / args.pipelined * 1e6
-        return {"p50": q[49], "p99": q[98], "rate": rate, "cpu": cpu}
-    finally:
-        proc.terminate()
-        proc.wait()
+def _pin() -> list[str]:
+    """With 2 CPUs or more: this process (the load) and the receiver on the first CPU, the racks
+    (their event loop and their telemetry threads) on the last: the scheduler no longer moves
+    them around, which steadies the figures of a small VM. The prefix for the racks' command."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return []
+    os.sched_setaffinity(0, {cpus[0]})
+    return ["taskset", "-c", str(cpus[-1])]
+
+
+def _measure(port: int, pid: int, args: argparse.Namespace) -> dict[str, float]:
+    """One measurement of a running rack: round trips, then pipelined throughput + its CPU."""
+    samples = uvloop.run(round_trips(port, args.messages, args.size))
+    q = statistics.quantiles(samples, n=100)
+    cpu = _cpu_seconds(pid)
+    rate = uvloop.run(pipelined(port, args.pipelined, args.size))
+    cpu = (_cpu_seconds(pid) - cpu) / args.pipelined * 1e6
+    return {"p50": q[49], "p99": q[98], "rate": rate, "cpu": cpu}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--messages", type=int, default=20_000)
-    ap.add_argument("--pipelined", type=int, default=400_000)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--messages", type=int, default=5_000)
+    ap.add_argument("--pipelined", type=int, default=300_000)
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--ratio", type=float, help="trace_ratio (default: the rack's default)")
     ap.add_argument("--hub", choices=["mixer", "dummy"], default="mixer")
@@ -118,6 +125,7 @@ def main() -> None:
         scenario = Path(tmp) / "echo.yaml"
         scenario.write_text(ECHO_SCENARIO)
         hub_cmd = [sys.executable, __file__, "--serve", args.hub, "--state", str(Path(tmp) / "hub")]
+        pinned = [] if args.instructions else _pin()  # the hub inherits the first CPU
         hub, hub_port = start(hub_cmd)
         rack = [sys.executable, "-m", "rack.cli", "run", str(scenario), "--no-watch",
                 "--log-level", "INFO"]  # fmt: skip
@@ -140,15 +148,24 @@ def main() -> None:
             _instructions(rack, envs, args, Path(tmp), hub_cmd)
             return
         results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+        racks: dict[str, tuple[subprocess.Popen[str], int]] = {}
         try:
+            for mode in ("off", "on"):  # both running: measured alternately, seconds apart
+                env = {**envs[mode], "FLUXRIG_STATE_DIR": str(Path(tmp) / f"rack-{mode}")}
+                racks[mode] = start([*pinned, *rack], env=env)
+                uvloop.run(pipelined(racks[mode][1], 50_000, args.size))  # warm-up
             for n in range(args.rounds):
                 for mode in ("off", "on") if n % 2 == 0 else ("on", "off"):
-                    result = _measure(rack, envs[mode], args)
+                    proc, port = racks[mode]
+                    result = _measure(port, proc.pid, args)
                     results[mode].append(result)
                     print(f"round {n + 1} telemetry {mode:3}: {result['rate']:10,.0f} msg/s  "
                           f"p50 {result['p50']:7.1f} µs  p99 {result['p99']:8.1f} µs  "
                           f"rack CPU {result['cpu']:5.2f} µs/msg", flush=True)  # fmt: skip
         finally:
+            for proc, _ in racks.values():
+                proc.terminate()
+                proc.wait()
             hub.terminate()
             hub.wait()
     _report(results, args)

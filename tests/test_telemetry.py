@@ -331,6 +331,13 @@ def test_durations_count_into_upper_inclusive_buckets() -> None:
     assert counts[-1] == 1  # over 10 s
     assert (point.count, point.min, point.max) == (6, 0.000005, 60.0)
     assert Durations().point({}, 0) is None  # nothing recorded: no point
+    weighted = Durations()
+    weighted.record(0.00002, 8)  # one timed message standing for eight
+    weighted.record(0.2)
+    point = weighted.point({}, 0)
+    assert point is not None
+    assert (point.count, point.bucket_counts[1], point.min, point.max) == (9, 8, 0.00002, 0.2)
+    assert point.sum == pytest.approx(8 * 0.00002 + 0.2)
 
 
 # -- the outbox ------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Rack metrics: per gear and per wire, read from the runtime's plain counters when collected.
 
-Nothing here runs per message except `Durations.record` (one per processed message, ~0.3 µs:
-a bisect and two additions; the SDK's `Histogram.record` costs ~10 µs on the same machine,
-attribute hashing mostly). Everything else is an observable instrument whose callback reads
+Nothing here runs per message except `Durations.record` (per timed message: every one on a
+gear with idle time, one in 8 under load, see `rack.runtime.slot`; a bisect and two additions,
+~0.15 µs; the SDK's `Histogram.record` costs ~10 µs on the same machine, attribute hashing
+mostly). Everything else is an observable instrument whose callback reads
 `GearStats`, inbox lengths and the standard wires' counters in the SDK's reader thread (plain
 int reads; a collection that races a reload skips that reading). The duration histograms are
 added to each export by `RackMetrics.extend` as explicit-bucket histogram points.
@@ -68,29 +69,20 @@ class Durations:
         self.max = 0.0
         self.start_ns = time.time_ns()
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float, count: int = 1) -> None:
+        """`count` messages took `seconds` each (the gear's runner times one in a few under
+        load: that one stands for the untimed ones after it)."""
         # Bucket i holds bounds[i-1] < v <= bounds[i] (OTLP: upper bounds inclusive). A fast
         # gear's messages mostly fall in the first: checked before the bisection (~70 ns).
         if seconds <= self.first:
-            self.counts[0] += 1
+            self.counts[0] += count
         else:
-            self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.sum += seconds
+            self.counts[bisect_left(self.bounds, seconds)] += count
+        self.sum += seconds * count
         if seconds > self.max:
             self.max = seconds
         if seconds < self.min:
             self.min = seconds
-
-    def merge(self, count: int, total: float, low: float, high: float) -> None:
-        """Add `count` durations of the first bucket (`<= first`) summing to `total`, the least
-        `low` and the greatest `high`: the gear's runner counts those in local variables and
-        merges them now and then (cheaper per message than `record`)."""
-        self.counts[0] += count
-        self.sum += total
-        if high > self.max:
-            self.max = high
-        if low < self.min:
-            self.min = low
 
     def point(self, attributes: dict[str, str], now: int) -> HistogramDataPoint | None:
         counts = list(self.counts)  # one copy: consistent buckets
