@@ -1,6 +1,8 @@
 """The telemetry commands: what the mixer's telemetry hub stored, through its REST API.
 
 fluxrig telemetry query "SQL" [--limit N]      one read-only statement (spans, metric_points, logs)
+fluxrig telemetry status                       the hub's own health: received, refused, written,
+                                               dropped rows; archive, forwarding, queries
 fluxrig metrics [--rack R] [--gear G] [--name N] [--since 15m] [--until T] [--limit N]
 fluxrig logs [--rack R] [--gear G] [--trace-id T] [--min-severity ERROR] [--since 1h] [--limit N]
 fluxrig trace FLUX_ID_OR_TRACE_ID              the span tree of a trace (32 hex digits), or of
@@ -93,6 +95,77 @@ def cmd_query(args: argparse.Namespace) -> int:
         table(columns, [[cell(row.get(c)) for c in columns] for row in rows])
     more = f"; there may be more (--limit {args.limit})" if answer["truncated"] else ""
     print(f"({len(rows)} row{'' if len(rows) == 1 else 's'}{more})")
+    return 0
+
+
+# -- telemetry status ----------------------------------------------------------------------------
+
+
+def size(value: int) -> str:
+    """Bytes for people: `512 B`, `1.5 KiB`, `64.0 MiB`."""
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{value} B" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+def hour(value: str | None) -> str:
+    return stamp(value)[:16] if value else "-"
+
+
+def health(status: Row) -> list[tuple[str, str]]:
+    """The status as (what, how it is) lines."""
+    receivers, intake, writer = status["receivers"], status["intake"], status["writer"]
+    archive, queries, forward = status["archive"], status["queries"], status["forwarding"]
+    state = "running" if status["running"] else "not running"
+    last = writer["last_error"]
+    lines = [
+        ("hub", f"{state}; OTLP/gRPC {receivers['host']}:{receivers['grpc_port']}, "
+                f"OTLP/HTTP {receivers['host']}:{receivers['http_port']}"),
+        ("received", f"{intake['received_rows']} rows"),
+        ("refused", f"{intake['refused_requests']} requests (write queue full; senders retry)"),
+        ("queued", f"{intake['queued_rows']} of {intake['max_rows']} rows, "
+                   f"{size(intake['queued_bytes'])} of {size(intake['max_bytes'])}"),
+        ("failed", f"{writer['failed_rows']} rows dropped"),
+        ("writer", f"{writer['retries']} retries, {writer['reopens']} reopens, "
+                   f"{writer['checkpoints']} checkpoints"),
+        ("last error", f"{stamp(last['at'])}  {last['message']}" if last else "-"),
+        ("archive", f"{sum(archive['partitions'].values())} partitions, {size(archive['bytes'])}, "
+                    f"{hour(archive['oldest_hour'])} .. {hour(archive['newest_hour'])} "
+                    f"(retention {archive['retention_hours']} h)"),
+    ]  # fmt: skip
+    if forward is None:
+        lines.append(("forwarding", "off"))
+    else:
+        queued = f"{size(forward['queued_bytes'])} of {size(forward['max_bytes'])}"
+        lines.append(("forwarding", f"to {forward['endpoint']} ({forward['protocol']}): "
+                      f"{forward['sent']} sent, {forward['dropped']} dropped, {forward['failed']} "
+                      f"failed, {forward['queued_requests']} queued ({queued})"))  # fmt: skip
+    lines.append(("queries", f"{queries['busy']} running of {queries['max_concurrent']} at most, "
+                  f"timeout {number(queries['timeout'])} s"))  # fmt: skip
+    return lines
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    answer = client(args).get("/telemetry/status")
+    if args.json:
+        return emit_json(answer)
+    lines = health(answer)
+    width = max(len(what) for what, _ in lines)
+    for what, how in lines:
+        print(f"{what:<{width}}  {how}")
+    print()
+    live = answer["live_rows"] or {}
+    written, partitions = answer["writer"]["written_rows"], answer["archive"]["partitions"]
+    rows = [
+        (name, str(written.get(name, 0)), dash(live.get(name)), str(partitions.get(name, 0)))
+        for name in dict.fromkeys([*written, *partitions])
+    ]
+    table(("TABLE", "WRITTEN", "LIVE", "PARTITIONS"), rows)
+    if answer["live_rows"] is None:
+        print(f"(live rows unknown: {answer['live_rows_error']})")
     return 0
 
 
@@ -269,9 +342,9 @@ def _window(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: Actions) -> None:
-    """`telemetry query`, `metrics`, `logs` and `trace` at the top level of `fluxrig`."""
+    """`telemetry query|status`, `metrics`, `logs` and `trace` at the top level of `fluxrig`."""
     common = remote_options()
-    telemetry = sub.add_parser("telemetry", help="the mixer's telemetry: read-only SQL")
+    telemetry = sub.add_parser("telemetry", help="the mixer's telemetry: read-only SQL, status")
     actions = telemetry.add_subparsers(dest="action", required=True, metavar="ACTION")
     query = actions.add_parser(
         "query",
@@ -281,6 +354,12 @@ def add_parser(sub: Actions) -> None:
     query.add_argument("sql", help='e.g. "SELECT gear, count(*) AS n FROM spans GROUP BY gear"')
     query.add_argument("--limit", type=int, default=1000, help="at most N rows (default 1000)")
     query.set_defaults(func=cmd_query)
+    status = actions.add_parser(
+        "status",
+        parents=[common],
+        help="the hub's own health: rows received, refused, written, dropped; archive, forwarding",
+    )
+    status.set_defaults(func=cmd_status)
 
     metrics = sub.add_parser("metrics", parents=[common], help="metric points the mixer stored")
     _filters(metrics, "points")

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import grpc
@@ -32,7 +33,7 @@ from mixer.telemetry.errors import TelemetryError
 from mixer.telemetry.payload import SIGNALS, Signal
 from rack.lifecycle import Service
 
-__all__ = ["Forwarder"]
+__all__ = ["Forwarder", "redact"]
 
 log = logging.getLogger("fluxrig.mixer.telemetry")
 
@@ -86,6 +87,16 @@ class Forwarder(Service):
     def pending(self) -> int:
         return len(self._queue)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the requests waiting (the `max_bytes` bound)."""
+        return self._bytes
+
+    @property
+    def header_names(self) -> list[str]:
+        """The names of the headers sent with every request (never their values)."""
+        return sorted(self._headers)
+
     def push(self, signal: Signal, payload: bytes) -> None:
         """Queue one request (protobuf bytes); drops the oldest beyond `max_bytes`."""
         if self._closing.is_set():
@@ -117,7 +128,7 @@ class Forwarder(Service):
         except BaseException:
             await self.aclose()
             raise
-        log.info("telemetry forwarded to %s (%s)", self.endpoint, self.protocol)
+        log.info("telemetry forwarded to %s (%s)", redact(self.endpoint), self.protocol)
 
     async def aclose(self) -> None:
         """Send what is queued for up to `grace` seconds, then stop; idempotent."""
@@ -159,12 +170,12 @@ class Forwarder(Service):
             except _Rejected as exc:
                 self.failed += 1
                 log.warning("upstream %s refused a %s request, dropped: %s",
-                            self.endpoint, item[0], exc)  # fmt: skip
+                            redact(self.endpoint), item[0], exc)  # fmt: skip
             except Exception as exc:  # retryable: keep it, back off
                 if self._closing.is_set():
                     return
                 log.debug("upstream %s unavailable (%s); retrying in %.1fs",
-                          self.endpoint, exc, delay)  # fmt: skip
+                          redact(self.endpoint), exc, delay)  # fmt: skip
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._closing.wait()
@@ -206,6 +217,18 @@ class Forwarder(Service):
             if response.status in RETRYABLE_HTTP:
                 raise ConnectionError(f"HTTP {response.status}: {text!r}")
             raise _Rejected(f"HTTP {response.status}: {text!r}")
+
+
+def redact(endpoint: str) -> str:
+    """`endpoint` without what may be a credential: user info and query values (`***`)."""
+    if "://" not in endpoint:
+        return endpoint.rsplit("@", 1)[-1]  # host:port (a gRPC target)
+    parts = urlsplit(endpoint)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode([(key, "***") for key, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _channel(endpoint: str) -> Any:

@@ -4,6 +4,7 @@
         hub.grpc_port, hub.http_port           # where OTLP senders point (4317 / 4318)
         await hub.query.spans(trace_id=...)    # one query path over live rows and the archive
         await hub.archive_now()                # also runs every `archive_interval`
+        await hub.status()                     # its own health: counters, archive, forwarding
 
 Opened in this order (closed in reverse on one AsyncExitStack, so receivers stop first, the
 forwarder sends what it can, and the store writes everything still queued):
@@ -17,7 +18,8 @@ A request flows: receiver → `ingest` (decode in a thread when large; refuse wi
 TelemetryBusyError when the write queue is full; hand the raw request to the forwarder) →
 writer thread (flatten, batched insert). `enabled = false` opens nothing.
 Counters: `received` (rows accepted), `refused` (requests refused: queue full),
-`dropped_forward` (requests the forwarder dropped), `written` (rows per table).
+`dropped_forward` (requests the forwarder dropped), `written` (rows per table); `status()` has
+them all (`mixer.telemetry.status`), readable after `aclose()` too.
 """
 
 from __future__ import annotations
@@ -38,7 +40,19 @@ from mixer.telemetry.payload import Export, Format, Signal, decode
 from mixer.telemetry.query import TelemetryQuery
 from mixer.telemetry.receiver_grpc import GrpcReceiver
 from mixer.telemetry.receiver_http import HttpReceiver
-from mixer.telemetry.store import TelemetryStore
+from mixer.telemetry.status import (
+    HubStatus,
+    IntakeStatus,
+    QueryStatus,
+    ReceiverStatus,
+    WriterStatus,
+    WriterWatch,
+    count_live,
+    forward_status,
+    scan_archive,
+    writer_status,
+)
+from mixer.telemetry.store import ARCHIVE_DIR, TelemetryStore
 from rack.lifecycle import Service
 
 __all__ = ["INLINE_DECODE_BYTES", "TELEMETRY_DIR", "TelemetryHub"]
@@ -73,6 +87,7 @@ class TelemetryHub(Service):
         # the counters' sources, kept after aclose() so the final counts stay readable
         self._counted_store: TelemetryStore | None = None
         self._counted_forwarder: Forwarder | None = None
+        self._watch = WriterWatch()  # the writer's last warning or error
 
     # -- the objects, once started ----------------------------------------------------------------
 
@@ -113,6 +128,11 @@ class TelemetryHub(Service):
         """Requests the forwarder dropped (queue over its bound, or not sent by close)."""
         forwarder = self._counted_forwarder
         return forwarder.dropped if forwarder is not None else 0
+
+    @property
+    def running(self) -> bool:
+        """Started and not closed (`enabled = false` never runs)."""
+        return self._store is not None
 
     @property
     def written(self) -> dict[str, int]:
@@ -172,6 +192,8 @@ class TelemetryHub(Service):
         stack.push_async_callback(_close_store, store)
         self._store, self._archiver = store, archiver
         self._counted_store, self._counted_forwarder = store, None
+        await self._watch.attach(store, log)
+        stack.callback(self._watch.detach, log)
         self._query = TelemetryQuery(store)
         stack.push_async_callback(self._query.aclose)  # before the store: interrupt queries
         if cfg.forward_endpoint is not None:
@@ -227,6 +249,58 @@ class TelemetryHub(Service):
         if self._forwarder is not None:
             self._forwarder.push(signal, export.raw)
         return export
+
+    async def status(self) -> HubStatus:
+        """The hub's health now (`mixer.telemetry.status`): cheap; the archive directory is
+        scanned on a thread, the live rows counted through the query path (bounded)."""
+        cfg = self.settings
+        archive = await asyncio.to_thread(scan_archive, self.directory / ARCHIVE_DIR,
+                                          cfg.retention_hours)  # fmt: skip
+        live: dict[str, int] | None = None
+        why: str | None = "the telemetry hub is not running"
+        if self._query is not None and self._store is not None:
+            live, why = await count_live(self._query, self._store.catalog)
+        forwarder = self._counted_forwarder
+        return HubStatus(
+            enabled=cfg.enabled,
+            running=self.running,
+            receivers=ReceiverStatus(
+                cfg.host,
+                self._grpc.port if self._grpc is not None else None,
+                self._http.port if self._http is not None else None,
+            ),
+            intake=self._intake_status(),
+            writer=self._writer_status(),
+            archive=archive,
+            queries=self._query_status(),
+            forwarding=forward_status(forwarder) if forwarder is not None else None,
+            live_rows=live,
+            live_rows_error=why,
+        )
+
+    def _intake_status(self) -> IntakeStatus:
+        cfg, store = self.settings, self._counted_store
+        intake = store.intake if store is not None else None
+        return IntakeStatus(
+            received_rows=self.received,
+            refused_requests=self.refused,
+            queued_rows=intake.rows if intake is not None else 0,
+            queued_bytes=intake.bytes if intake is not None else 0,
+            max_rows=cfg.queue_rows,
+            max_bytes=cfg.queue_bytes,
+        )
+
+    def _writer_status(self) -> WriterStatus:
+        store = self._counted_store
+        if store is None:
+            return WriterStatus({}, 0, 0, 0, 0, None)
+        return writer_status(store, self._watch)
+
+    def _query_status(self) -> QueryStatus:
+        cfg, query = self.settings, self._query
+        busy = query.busy if query is not None else 0
+        stopping = query.stopping if query is not None else 0
+        return QueryStatus(busy, stopping, cfg.max_concurrent_queries, cfg.query_timeout)
 
     async def flush(self) -> None:
         """Wait until everything received so far is written."""

@@ -85,6 +85,11 @@ class Intake:
     def rows(self) -> int:
         return self._rows
 
+    @property
+    def bytes(self) -> int:
+        """Bytes of the requests offered and not yet released (the `max_bytes` bound)."""
+        return self._bytes
+
     def offer(self, export: Export) -> bool:
         """Queue `export` unless that would pass a bound (then count a refusal, return False)."""
         with self._cond:

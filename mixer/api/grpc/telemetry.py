@@ -1,5 +1,6 @@
 """`fluxrig.v1.TelemetryService`: the REST telemetry routes over gRPC — the same rows, checks and
-errors (`mixer.api.http.telemetry`): QueryMetrics, QueryLogs, QuerySpans, GetTrace, QuerySql.
+errors (`mixer.api.http.telemetry`): QueryMetrics, QueryLogs, QuerySpans, GetTrace, QuerySql,
+and GetStatus (the hub's own health, `GET /telemetry/status`).
 
 Rows become typed messages (`Span`, `MetricPoint`, `LogRecord`): SQL NULL is the field's zero
 value ("" or 0) or an unset optional; JSON columns are Struct / ListValue; NaN and ±infinity
@@ -12,15 +13,17 @@ DEADLINE_EXCEEDED (`query_timeout`), `max_concurrent_queries` already running UN
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from mixer.api.errors import Detail, InvalidParameterError
+from mixer.api.grpc.convert import timestamp
 from mixer.api.grpc.proto import telemetry_pb2
 from mixer.api.grpc.status import answers
 from mixer.api.http.context import ApiContext
-from mixer.api.http.telemetry import no_trace, telemetry_of, trace_id
+from mixer.api.http.telemetry import hub_of, no_trace, telemetry_of, trace_id
 from mixer.api.http.telemetry_models import (
     DEFAULT_ROWS,
     DEFAULT_SQL_ROWS,
@@ -29,6 +32,7 @@ from mixer.api.http.telemetry_models import (
     MAX_SQL_CHARS,
 )
 from mixer.telemetry.query import Record
+from mixer.telemetry.status import HubStatus
 
 SPAN_TEXT = ("trace_id", "span_id", "parent_span_id", "name", "kind", "status_code",
              "status_message", "service_name", "rack", "entity_id", "scenario", "scenario_hash",
@@ -116,6 +120,44 @@ def log_record(row: Record) -> telemetry_pb2.LogRecord:
     return msg
 
 
+def status(value: HubStatus) -> telemetry_pb2.TelemetryStatus:
+    """The hub's status as a message: None becomes unset (ports 0, no last error, ...)."""
+    receivers, intake, writer = value.receivers, value.intake, value.writer
+    archive, queries = value.archive, value.queries
+    msg = telemetry_pb2.TelemetryStatus(
+        enabled=value.enabled,
+        running=value.running,
+        receivers=telemetry_pb2.TelemetryReceivers(host=receivers.host,
+                                                   grpc_port=receivers.grpc_port or 0,
+                                                   http_port=receivers.http_port or 0),
+        intake=telemetry_pb2.TelemetryIntake(**dataclasses.asdict(intake)),
+        writer=telemetry_pb2.TelemetryWriter(
+            written_rows=writer.written_rows, failed_rows=writer.failed_rows,
+            retries=writer.retries, reopens=writer.reopens, checkpoints=writer.checkpoints,
+        ),
+        archive=telemetry_pb2.TelemetryArchive(retention_hours=archive.retention_hours,
+                                               partitions=archive.partitions, bytes=archive.bytes),
+        queries=telemetry_pb2.TelemetryQueries(busy=queries.busy, stopping=queries.stopping,
+                                               max_concurrent=queries.max_concurrent,
+                                               timeout_seconds=queries.timeout),
+        live_rows=value.live_rows or {},
+        live_rows_error=value.live_rows_error or "",
+        at=timestamp(value.at),
+    )  # fmt: skip
+    if writer.last_error is not None:
+        msg.writer.last_error.message = writer.last_error.message
+        msg.writer.last_error.at.CopyFrom(timestamp(writer.last_error.at))
+    for field in ("oldest_hour", "newest_hour"):
+        moment = getattr(archive, field)
+        if moment is not None:
+            getattr(msg.archive, field).CopyFrom(timestamp(moment))
+    if value.forwarding is not None:
+        msg.forwarding.CopyFrom(
+            telemetry_pb2.TelemetryForwarding(**dataclasses.asdict(value.forwarding))
+        )
+    return msg
+
+
 # --- the service --------------------------------------------------------------------------------
 
 
@@ -197,3 +239,9 @@ class TelemetryServicer:
         for row in rows:
             answer.rows.add().update(row)
         return answer
+
+    @answers
+    async def GetStatus(
+        self, request: telemetry_pb2.GetStatusRequest, context: Any
+    ) -> telemetry_pb2.TelemetryStatus:
+        return status(await hub_of(self._ctx).status())

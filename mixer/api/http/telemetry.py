@@ -5,6 +5,7 @@
     GET  /telemetry/spans?flux_id=&rack=&gear=&since=&until=&limit=    (of a fluxID: oldest first)
     GET  /telemetry/traces/{trace_id}?limit=                   the spans of one trace, oldest first
     POST /telemetry/query   {"sql": "SELECT …", "limit": N}     one read-only statement
+    GET  /telemetry/status                                      the hub's own health
 
 Every row comes from one query path over the live tables and the Parquet archive. `since` and
 `until` are ISO-8601 times (UTC when they have no offset) or relative to now (`15m`, `2h`, `1d`).
@@ -20,6 +21,7 @@ the read-only token may send it (`reads_only`). The gRPC `TelemetryService` shar
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -40,10 +42,11 @@ from mixer.api.http.telemetry_models import (
     SpanQuery,
     SqlRequest,
     SqlResult,
+    TelemetryStatus,
     Trace,
     TraceQuery,
 )
-from mixer.telemetry import TelemetryError, TelemetryQuery
+from mixer.telemetry import TelemetryError, TelemetryHub, TelemetryQuery
 
 TAG = "telemetry"
 DISABLED = (
@@ -64,6 +67,15 @@ def telemetry_of(ctx: ApiContext) -> TelemetryQuery:
         return ctx.telemetry.query
     except TelemetryError:
         raise ServiceUnavailableError(NOT_RUNNING) from None
+
+
+def hub_of(ctx: ApiContext) -> TelemetryHub:
+    """The running hub; ServiceUnavailableError (503 / UNAVAILABLE) when there is none."""
+    if ctx.telemetry is None:
+        raise ServiceUnavailableError(DISABLED)
+    if not ctx.telemetry.running:
+        raise ServiceUnavailableError(NOT_RUNNING)
+    return ctx.telemetry
 
 
 def moment(text: str | None, where: str, now: datetime | None = None) -> datetime | None:
@@ -156,6 +168,11 @@ async def sql(ctx: ApiContext, call: Call) -> Reply:
     return Reply(200, {"columns": columns, "rows": rows, "truncated": len(rows) >= body.limit})
 
 
+async def status(ctx: ApiContext, call: Call) -> Reply:
+    answer = await hub_of(ctx).status()
+    return Reply(200, TelemetryStatus.model_validate(dataclasses.asdict(answer)))
+
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         method="GET",
@@ -220,6 +237,25 @@ OPERATIONS: tuple[Operation, ...] = (
             "query_timeout` is stopped and answered 400 `query_timeout`; when "
             "`max_concurrent_queries` queries are running it is refused with 503 "
             "`too_many_queries` (retry shortly). A read: the read-only token may send it."
+        ),
+    ),
+    Operation(
+        method="GET",
+        path="/telemetry/status",
+        operation_id="getTelemetryStatus",
+        summary="The telemetry hub's own health: rows received, refused, written, dropped; "
+        "archive, forwarding, queries.",
+        tag=TAG,
+        handler=status,
+        responses={200: TelemetryStatus},
+        errors=(503,),
+        description=(
+            "Counters since the mixer started: `intake.refused_requests` grows when the write "
+            "queue is full (senders get 503 and retry), `writer.failed_rows` when rows are "
+            "dropped, `forwarding.dropped` when the upstream cannot keep up. The live rows are "
+            "counted like a query (`live_rows` null, with `live_rows_error`, when every query "
+            "slot is taken); the archive directory is scanned. 503 when the hub is disabled or "
+            "not running."
         ),
     ),
 )

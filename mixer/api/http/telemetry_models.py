@@ -191,3 +191,90 @@ class SqlResult(_Response):
     columns: list[str] = Field(description="The rows' keys, in order (empty when no row).")
     rows: list[JsonObject]
     truncated: bool = Field(description="`limit` rows came back: there may be more.")
+
+
+# --- the hub's own health (mixer.telemetry.status) ----------------------------------------------
+
+
+class ReceiverStatus(_Response):
+    host: str
+    grpc_port: int | None = Field(description="OTLP/gRPC; null while not running.")
+    http_port: int | None = Field(description="OTLP/HTTP; null while not running.")
+
+
+class IntakeStatus(_Response):
+    received_rows: int = Field(description="Rows accepted into the write queue.")
+    refused_requests: int = Field(
+        description="Requests answered 503 / UNAVAILABLE because the write queue was full (the "
+        "senders retry them): raise `queue_rows` / `queue_bytes` if it keeps growing."
+    )
+    queued_rows: int = Field(description="Rows received and not written yet.")
+    queued_bytes: int
+    max_rows: int = Field(description="`[telemetry] queue_rows`.")
+    max_bytes: int = Field(description="`[telemetry] queue_bytes`.")
+
+
+class WriteError(_Response):
+    message: str
+    at: datetime
+
+
+class WriterStatus(_Response):
+    written_rows: dict[str, int] = Field(description="Rows written, per table.")
+    failed_rows: int = Field(
+        description="Rows dropped: their own data could not be stored, or writes still failed "
+        "when the hub closed (logged)."
+    )
+    retries: int = Field(description="Failed write attempts, each retried (no row lost).")
+    reopens: int = Field(description="Times the database was reopened after DuckDB invalidated it.")
+    checkpoints: int
+    last_error: WriteError | None = Field(
+        description="The last warning or error the writer logged (a failed write, rows dropped, "
+        "a reopen, a failed archive run); null: none since the mixer started."
+    )
+
+
+class ArchiveStatus(_Response):
+    retention_hours: int
+    partitions: dict[str, int] = Field(description="Hourly Parquet partitions, per table.")
+    bytes: int = Field(description="Of every part file.")
+    oldest_hour: datetime | None = Field(description="Start of the oldest partition (UTC).")
+    newest_hour: datetime | None
+
+
+class ForwardStatus(_Response):
+    endpoint: str = Field(description="`forward_endpoint` without user info or query values.")
+    protocol: str
+    headers: list[str] = Field(description="The names of `forward_headers` (never the values).")
+    sent: int = Field(description="Requests the upstream accepted.")
+    dropped: int = Field(description="Requests dropped: the queue was over its bound, or close.")
+    failed: int = Field(description="Requests the upstream refused for good.")
+    queued_requests: int
+    queued_bytes: int
+    max_bytes: int = Field(description="`[telemetry] forward_queue_bytes`.")
+
+
+class QueryStatus(_Response):
+    busy: int = Field(description="Queries running now.")
+    stopping: int = Field(description="Queries stopped (timeout, client gone) still ending.")
+    max_concurrent: int
+    timeout: float = Field(description="`[telemetry] query_timeout`, seconds.")
+
+
+class TelemetryStatus(_Response):
+    """The telemetry hub's own health; counters count since the mixer started."""
+
+    enabled: bool
+    running: bool
+    receivers: ReceiverStatus
+    intake: IntakeStatus
+    writer: WriterStatus
+    archive: ArchiveStatus
+    queries: QueryStatus
+    forwarding: ForwardStatus | None = Field(description="Null: no `forward_endpoint`.")
+    live_rows: dict[str, int] | None = Field(
+        description="Rows in each live table (not archived yet); null when they could not be "
+        "counted now (`live_rows_error` says why, e.g. every query slot taken)."
+    )
+    live_rows_error: str | None
+    at: datetime = Field(description="When this status was taken.")

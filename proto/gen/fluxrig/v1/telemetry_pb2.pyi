@@ -231,3 +231,152 @@ class QuerySqlResponse(_message.Message):
     rows: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
     truncated: bool
     def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TelemetryReceivers(_message.Message):
+    __slots__ = ("host", "grpc_port", "http_port")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    GRPC_PORT_FIELD_NUMBER: _ClassVar[int]
+    HTTP_PORT_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    grpc_port: int
+    http_port: int
+    def __init__(self, host: _Optional[str] = ..., grpc_port: _Optional[int] = ..., http_port: _Optional[int] = ...) -> None: ...
+
+class TelemetryIntake(_message.Message):
+    __slots__ = ("received_rows", "refused_requests", "queued_rows", "queued_bytes", "max_rows", "max_bytes")
+    RECEIVED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    received_rows: int
+    refused_requests: int
+    queued_rows: int
+    queued_bytes: int
+    max_rows: int
+    max_bytes: int
+    def __init__(self, received_rows: _Optional[int] = ..., refused_requests: _Optional[int] = ..., queued_rows: _Optional[int] = ..., queued_bytes: _Optional[int] = ..., max_rows: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class TelemetryWriteError(_message.Message):
+    __slots__ = ("message", "at")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class TelemetryWriter(_message.Message):
+    __slots__ = ("written_rows", "failed_rows", "retries", "reopens", "checkpoints", "last_error")
+    class WrittenRowsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    WRITTEN_ROWS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    REOPENS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    written_rows: _containers.ScalarMap[str, int]
+    failed_rows: int
+    retries: int
+    reopens: int
+    checkpoints: int
+    last_error: TelemetryWriteError
+    def __init__(self, written_rows: _Optional[_Mapping[str, int]] = ..., failed_rows: _Optional[int] = ..., retries: _Optional[int] = ..., reopens: _Optional[int] = ..., checkpoints: _Optional[int] = ..., last_error: _Optional[_Union[TelemetryWriteError, _Mapping]] = ...) -> None: ...
+
+class TelemetryArchive(_message.Message):
+    __slots__ = ("retention_hours", "partitions", "bytes", "oldest_hour", "newest_hour")
+    class PartitionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    RETENTION_HOURS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_HOUR_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_HOUR_FIELD_NUMBER: _ClassVar[int]
+    retention_hours: int
+    partitions: _containers.ScalarMap[str, int]
+    bytes: int
+    oldest_hour: _timestamp_pb2.Timestamp
+    newest_hour: _timestamp_pb2.Timestamp
+    def __init__(self, retention_hours: _Optional[int] = ..., partitions: _Optional[_Mapping[str, int]] = ..., bytes: _Optional[int] = ..., oldest_hour: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_hour: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class TelemetryForwarding(_message.Message):
+    __slots__ = ("endpoint", "protocol", "headers", "sent", "dropped", "failed", "queued_requests", "queued_bytes", "max_bytes")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    protocol: str
+    headers: _containers.RepeatedScalarFieldContainer[str]
+    sent: int
+    dropped: int
+    failed: int
+    queued_requests: int
+    queued_bytes: int
+    max_bytes: int
+    def __init__(self, endpoint: _Optional[str] = ..., protocol: _Optional[str] = ..., headers: _Optional[_Iterable[str]] = ..., sent: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., queued_requests: _Optional[int] = ..., queued_bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class TelemetryQueries(_message.Message):
+    __slots__ = ("busy", "stopping", "max_concurrent", "timeout_seconds")
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    busy: int
+    stopping: int
+    max_concurrent: int
+    timeout_seconds: float
+    def __init__(self, busy: _Optional[int] = ..., stopping: _Optional[int] = ..., max_concurrent: _Optional[int] = ..., timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class TelemetryStatus(_message.Message):
+    __slots__ = ("enabled", "running", "receivers", "intake", "writer", "archive", "queries", "forwarding", "live_rows", "live_rows_error", "at")
+    class LiveRowsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    RECEIVERS_FIELD_NUMBER: _ClassVar[int]
+    INTAKE_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    FORWARDING_FIELD_NUMBER: _ClassVar[int]
+    LIVE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_ROWS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    running: bool
+    receivers: TelemetryReceivers
+    intake: TelemetryIntake
+    writer: TelemetryWriter
+    archive: TelemetryArchive
+    queries: TelemetryQueries
+    forwarding: TelemetryForwarding
+    live_rows: _containers.ScalarMap[str, int]
+    live_rows_error: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, enabled: _Optional[bool] = ..., running: _Optional[bool] = ..., receivers: _Optional[_Union[TelemetryReceivers, _Mapping]] = ..., intake: _Optional[_Union[TelemetryIntake, _Mapping]] = ..., writer: _Optional[_Union[TelemetryWriter, _Mapping]] = ..., archive: _Optional[_Union[TelemetryArchive, _Mapping]] = ..., queries: _Optional[_Union[TelemetryQueries, _Mapping]] = ..., forwarding: _Optional[_Union[TelemetryForwarding, _Mapping]] = ..., live_rows: _Optional[_Mapping[str, int]] = ..., live_rows_error: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

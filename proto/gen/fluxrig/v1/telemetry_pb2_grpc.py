@@ -59,6 +59,11 @@ class TelemetryServiceStub:
                 request_serializer=fluxrig_dot_v1_dot_telemetry__pb2.QuerySqlRequest.SerializeToString,
                 response_deserializer=fluxrig_dot_v1_dot_telemetry__pb2.QuerySqlResponse.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/fluxrig.v1.TelemetryService/GetStatus',
+                request_serializer=fluxrig_dot_v1_dot_telemetry__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=fluxrig_dot_v1_dot_telemetry__pb2.TelemetryStatus.FromString,
+                _registered_method=True)
 
 
 class TelemetryServiceServicer:
@@ -94,6 +99,12 @@ class TelemetryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TelemetryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
                     servicer.QuerySql,
                     request_deserializer=fluxrig_dot_v1_dot_telemetry__pb2.QuerySqlRequest.FromString,
                     response_serializer=fluxrig_dot_v1_dot_telemetry__pb2.QuerySqlResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=fluxrig_dot_v1_dot_telemetry__pb2.GetStatusRequest.FromString,
+                    response_serializer=fluxrig_dot_v1_dot_telemetry__pb2.TelemetryStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class TelemetryService:
             '/fluxrig.v1.TelemetryService/QuerySql',
             fluxrig_dot_v1_dot_telemetry__pb2.QuerySqlRequest.SerializeToString,
             fluxrig_dot_v1_dot_telemetry__pb2.QuerySqlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fluxrig.v1.TelemetryService/GetStatus',
+            fluxrig_dot_v1_dot_telemetry__pb2.GetStatusRequest.SerializeToString,
+            fluxrig_dot_v1_dot_telemetry__pb2.TelemetryStatus.FromString,
             options,
             channel_credentials,
             insecure,
