@@ -321,7 +321,7 @@ class TelemetryHub(Service):
 
 def _open_store(store: TelemetryStore, archiver: Archiver) -> None:
     store.archive_dir.mkdir(parents=True, exist_ok=True)
-    archiver.remove_leftovers()
+    archiver.settle_leftovers()
     store.open()
 
 

@@ -32,8 +32,8 @@ invalidated the writer interrupts the queries on it, closes both connections und
 exclusive side of `lock`, and opens the file again (same settings, migrations re-run), retrying
 with the back-off until it can; a query it interrupted fails with `TelemetryBusyError` (503:
 retry it), and so does a query that meets the failed database first (it tells the writer, which
-may be idle). Rows that fail because of their own data are dropped, request by request (logged,
-counted in `failed`).
+may be idle), and so does `maintenance` (which then runs again at once: `archive`). Rows that
+fail because of their own data are dropped, request by request (logged, counted in `failed`).
 
 DuckDB's automatic checkpoints are off: the writer checkpoints when no query runs (why, and what
 it measurably changed: `recovery.checkpoint_due`).
@@ -354,15 +354,22 @@ class TelemetryStore:
                 self._check(job.future.exception())
 
     def _maintain(self) -> None:
-        if self.maintenance is None:
-            return
-        try:
-            conn = self._retrying(lambda conn, _: conn)
-            self.maintenance(conn)
-        except Exception as exc:  # the writer thread must survive: the next run tries again
-            log.exception("telemetry archive/retention run failed; retrying in %gs",
-                          self.settings.archive_interval)  # fmt: skip
-            self._check(exc)
+        """Run `maintenance`; after a fatal error reopen the database (as for a write) and run
+        it once more at once: it settles an archive move the error cut short."""
+        for again in (True, False):
+            if self.maintenance is None:
+                return
+            try:
+                self.maintenance(self._retrying(lambda conn, _: conn))
+                return
+            except Exception as exc:  # the writer thread must survive: the next run tries again
+                if again and classify(exc) is Failure.FATAL:
+                    self._recover(exc)  # logged there
+                    continue
+                log.exception("telemetry archive/retention run failed; retrying in %gs",
+                              self.settings.archive_interval)  # fmt: skip
+                self._check(exc)
+                return
 
     def _check(self, exc: BaseException | None) -> None:
         """After a job or maintenance failed: reopen the database if `exc` invalidated it."""
