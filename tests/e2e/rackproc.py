@@ -54,16 +54,23 @@ class RackProcess:
         """Wait for a log line matching `pattern` (searching from line index `start`)."""
         regex = re.compile(pattern)
         seen = start
-        async with asyncio.timeout(timeout):
-            while True:
-                for line in self.lines[seen:]:
-                    if m := regex.search(line):
-                        return m
-                seen = max(seen, len(self.lines))
-                if self._reader is not None and self._reader.done():
-                    raise AssertionError(f"rack exited before logging {pattern!r}:\n{self.log()}")
-                self._new_line.clear()
-                await self._new_line.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for line in self.lines[seen:]:
+                        if m := regex.search(line):
+                            return m
+                    seen = max(seen, len(self.lines))
+                    if self._reader is not None and self._reader.done():
+                        raise AssertionError(
+                            f"rack exited before logging {pattern!r}:\n{self.log()}"
+                        )
+                    self._new_line.clear()
+                    await self._new_line.wait()
+        except TimeoutError:  # say what the rack did meanwhile
+            raise AssertionError(
+                f"the rack did not log {pattern!r} within {timeout:g} s:\n{self.log()}"
+            ) from None
 
     async def ready(self) -> int:
         """Wait for readiness; returns the port the first io_tcp server listens on."""

@@ -60,16 +60,21 @@ class MixerProcess:
 
     async def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
         regex, seen = re.compile(pattern), 0
-        async with asyncio.timeout(timeout):
-            while True:
-                for line in self.lines[seen:]:
-                    if m := regex.search(line):
-                        return m
-                seen = len(self.lines)
-                if self._reader is not None and self._reader.done():
-                    raise AssertionError(f"exited before logging {pattern!r}:\n{self.log()}")
-                self._new_line.clear()
-                await self._new_line.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    for line in self.lines[seen:]:
+                        if m := regex.search(line):
+                            return m
+                    seen = len(self.lines)
+                    if self._reader is not None and self._reader.done():
+                        raise AssertionError(f"exited before logging {pattern!r}:\n{self.log()}")
+                    self._new_line.clear()
+                    await self._new_line.wait()
+        except TimeoutError:
+            raise AssertionError(
+                f"did not log {pattern!r} within {timeout:g} s:\n{self.log()}"
+            ) from None
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.proc is not None

@@ -75,7 +75,11 @@ async def test_an_adopted_rack_gets_a_passport_and_restarts_on_it_without_the_mi
             mixer.nats_url, "edge-1", tmp_path, token=BOOTSTRAP, identity=True
         ) as edge:
             await until(lambda: edge.running({"gw"}))  # adopted at hello: named by the scenario
-            await until(lambda: edge.link.passport is not None)
+            # A passport comes at adoption, another once the rack applied the scenario: wait for
+            # the one that carries it (the first may still be in hand).
+            await until(
+                lambda: edge.link.passport is not None and edge.link.passport.scenario is not None
+            )
             passport = edge.link.passport
             assert passport is not None
             record = mixer.registry.get("edge-1")
@@ -253,7 +257,10 @@ async def test_killing_the_mixer_fails_no_request_and_the_rack_comes_back_active
         async with MixerProcess(*args, cwd=tmp_path, env=env) as mixer:
             await mixer.wait_for(r"mixer ready")
             await rack.start()
-            await rack.wait_for(r"listening on 127\.0\.0\.1:\d+")
+            try:
+                await rack.wait_for(r"listening on 127\.0\.0\.1:\d+")
+            except AssertionError as exc:  # the mixer's side of the story too
+                raise AssertionError(f"{exc}\n--- mixer log ---\n{mixer.log()}") from None
             mid = int((await rack.wait_for(r"passport kept \(machine id (\d+)")).group(1))
             traffic.start()
             await until(lambda: traffic.sent > 50)
