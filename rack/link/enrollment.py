@@ -85,6 +85,8 @@ __all__ = ["LinkState", "MixerLink"]
 
 log = logging.getLogger("fluxrig.link")
 
+SNAKE_SETTLE = 5.0  # seconds a new leaf gets to connect and learn the hub's interest, quietly
+
 
 class LinkState(enum.StrEnum):
     """Where the link is; the rack's registry status is `MixerLink.status`, a separate thing."""
@@ -172,6 +174,7 @@ class MixerLink(Service):
         self._backoff = _Backoff(backoff_initial, backoff_max)
         self._sampler = ProcessSampler()
         self._said: tuple[LinkState, str] | None = None
+        self._settle_until = 0.0  # monotonic time the quiet time after the Snake opened ends
         self._changed = asyncio.Event()
         self._stack: AsyncExitStack | None = None
         self._task: asyncio.Task[None] | None = None
@@ -216,15 +219,23 @@ class MixerLink(Service):
         return self.snake.url if self.snake is not None and self.snake.is_open else self.url
 
     async def _run(self) -> None:
+        if self.snake is not None and self.snake.is_open:  # started with its certificate
+            self._settle_until = time.monotonic() + SNAKE_SETTLE
         while True:
-            if self.snake is not None and self.snake.is_open and not self.snake.hub_up:
+            snake = self.snake
+            if (
+                snake is not None
+                and snake.is_open
+                and not snake.hub_up
+                and not await self._hub_within(self._settling_left())  # a new leaf: quietly
+            ):
                 self._set_state(
                     LinkState.UNREACHABLE,
-                    f"the Snake to the hub at {self.snake.hub_url} is down; nats-server retries "
-                    "it, the rack runs on",
+                    f"the Snake to the hub at {snake.hub_url} is down; nats-server retries it, "
+                    "the rack runs on",
                     logging.WARNING,
                 )
-                await self.snake.wait_hub(True)
+                await snake.wait_hub(True)
             nc, closed = await self._connect()
             try:
                 if await self._session(nc, closed):
@@ -317,6 +328,7 @@ class MixerLink(Service):
                     except (PassportError, NatsServerError) as exc:
                         log.error("cannot open the Snake: %s", exc)
                     else:
+                        self._settle_until = time.monotonic() + SNAKE_SETTLE
                         return True
                 if await _closed_within(closed, reply.heartbeat_interval):
                     break
@@ -514,12 +526,27 @@ class MixerLink(Service):
     # -- state ------------------------------------------------------------------------------------
 
     def _no_mixer(self, why: str) -> None:
+        # Right after the Snake opened, the hub's interest may not have crossed the new leaf
+        # yet: a hello without responders then is expected, not worth a warning.
         self._set_state(
             LinkState.NO_MIXER,
             f"the mixer at {self._where()} did not take this rack's hello: {why}; retrying with "
             f"back-off up to {self._backoff.maximum:g}s",
-            logging.WARNING,
+            logging.INFO if self._settling_left() else logging.WARNING,
         )
+
+    def _settling_left(self) -> float:
+        """Seconds left of the quiet time after the Snake opened (0 when none)."""
+        return max(0.0, self._settle_until - time.monotonic())
+
+    async def _hub_within(self, seconds: float) -> bool:
+        """Whether the Snake's leaf to the hub is up within `seconds` (0: now)."""
+        assert self.snake is not None
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self.snake.wait_hub(True)
+        return self.snake.hub_up
 
     def _set_state(self, state: LinkState, text: str, level: int, *, force: bool = False) -> None:
         """Record the state; log it once per change (repeats at DEBUG)."""
