@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from rack.errors import FluxError, ScenarioError
-from rack.runtime.standard import read_nats_url
+from rack.runtime.standard import resolve_nats_url
 from rack.settings import RackSettings
 from rack.wires.jetstream import JetStreamLink
 
 
 def nats_url(args: argparse.Namespace) -> str:
     """--nats-url, else FLUXRIG_NATS_URL, else the URL a rack recorded in its state dir."""
-    if args.nats_url:
-        return str(args.nats_url)
-    if env := os.environ.get("FLUXRIG_NATS_URL"):
-        return env
-    state_dir = args.state_dir or RackSettings().state_dir
-    if url := read_nats_url(Path(state_dir)):
-        return url
-    raise FluxError(
-        f"no NATS URL: pass --nats-url, set FLUXRIG_NATS_URL, or run where the rack's state dir "
-        f"({state_dir}) holds nats.url"
-    )
+    return resolve_nats_url(args.nats_url, Path(args.state_dir or RackSettings().state_dir))
 
 
 def scenario_name(text: str) -> str:

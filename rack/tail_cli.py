@@ -40,7 +40,7 @@ from nats.aio.client import Client
 
 from rack.api_client import DEFAULT_API_URL, URL_ENV, ApiClient, segment
 from rack.errors import ApiError, FluxError
-from rack.runtime.standard import read_nats_url
+from rack.runtime.standard import resolve_nats_url
 from rack.tap.client import SILENT, TapClient, TapCounts, TapUnanswered
 from rack.tap.protocol import TapError, TapRequest, shown_url
 
@@ -73,18 +73,10 @@ def through_api(args: argparse.Namespace) -> bool:
 
 def nats_url(args: argparse.Namespace) -> str:
     """--nats-url, else FLUXRIG_NATS_URL, else `<state dir>/nats.url` (written by the rack)."""
-    if args.nats_url:
-        return str(args.nats_url)
-    if env := os.environ.get("FLUXRIG_NATS_URL"):
-        return env
-    state_dir = args.state_dir or _settings().state_dir
-    if url := read_nats_url(Path(state_dir)):
-        return url
-    raise FluxError(
-        f"no NATS URL: pass --nats-url, set FLUXRIG_NATS_URL, or run where the rack's state dir "
-        f"({state_dir}) holds nats.url ({NO_NATS}); for a rack managed by a mixer, tap through "
-        f"its API: --api-url (or {URL_ENV}) and --rack"
-    )
+    state_dir = Path(args.state_dir or _settings().state_dir)
+    advice = (f" ({NO_NATS}); for a rack managed by a mixer, tap through its API: --api-url "
+              f"(or {URL_ENV}) and --rack")  # fmt: skip
+    return resolve_nats_url(args.nats_url, state_dir, advice)
 
 
 def _settings() -> Any:

@@ -1,7 +1,8 @@
 """The attribute names fluxrig puts on its telemetry, and the columns the hub promotes them to.
 
-The rack sets them (it mirrors this module); the hub copies them into columns of its tables so
-that "every span of gear `decode` on rack `edge-1`" is a plain `WHERE`, not a JSON lookup.
+The rack sets them (`rack.telemetry.names` defines them, for both sides); the hub copies
+them into columns of its tables so that "every span of gear `decode` on rack `edge-1`" is a
+plain `WHERE`, not a JSON lookup.
 
 Resource attributes (one set per rack process):
 
@@ -29,6 +30,17 @@ The attributes stay in the `attributes` / `resource` JSON columns as well.
 
 from __future__ import annotations
 
+from rack.telemetry.names import (
+    ENTITY_ID,
+    FLUX_ID,
+    GEAR,
+    RACK,
+    SCENARIO,
+    SCENARIO_HASH,
+    SERVICE_NAME,
+    WIRE,
+)
+
 __all__ = [
     "ENTITY_ID",
     "FLUX_ID",
@@ -41,14 +53,6 @@ __all__ = [
     "WIRE",
 ]
 
-SERVICE_NAME = "service.name"
-RACK = "fluxrig.rack"
-ENTITY_ID = "fluxrig.entity_id"
-SCENARIO = "fluxrig.scenario"
-SCENARIO_HASH = "fluxrig.scenario_hash"
-GEAR = "fluxrig.gear"
-WIRE = "fluxrig.wire"
-FLUX_ID = "fluxrig.flux_id"
 
 # column name -> attribute name, for every promoted attribute
 PROMOTED: dict[str, str] = {

@@ -14,9 +14,11 @@ The embedded server is leaf-node ready: JetStream domain = rack name, store unde
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+from rack.errors import FluxError
 from rack.model.fluxmsg import FluxMsg
 from rack.model.scenario import Blueprint, CrossWire, Endpoint, WirePlan
 from rack.natsd import NatsServer, NatsServerConfig
@@ -36,6 +38,21 @@ def read_nats_url(state_dir: Path) -> str | None:
         return (state_dir / URL_FILE).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
+
+
+def resolve_nats_url(explicit: str | None, state_dir: Path, advice: str = "") -> str:
+    """What a CLI talks to: `explicit` (--nats-url), else FLUXRIG_NATS_URL, else the URL a rack
+    recorded in `state_dir`; FluxError otherwise (`advice` ends its message)."""
+    if explicit:
+        return explicit
+    if env := os.environ.get("FLUXRIG_NATS_URL"):
+        return env
+    if url := read_nats_url(state_dir):
+        return url
+    raise FluxError(
+        f"no NATS URL: pass --nats-url, set FLUXRIG_NATS_URL, or run where the rack's state dir "
+        f"({state_dir}) holds nats.url{advice}"
+    )
 
 
 class StandardWires:
